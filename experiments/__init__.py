@@ -1,0 +1,85 @@
+"""The experiment registry: every module in this package with a `get_config(preset)`.
+
+Adding an experiment is adding a file; `python launch.py --list_experiments` shows them.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib
+import pkgutil
+from typing import Sequence
+
+import ml_collections
+
+from experiments.common import PRESETS
+from nas import errors
+
+
+def names() -> list[str]:
+  found = []
+  for module in pkgutil.iter_modules(__path__):
+    if module.name != 'common':
+      found.append(module.name)
+  return sorted(found)
+
+
+def get_config(name: str, preset: str,
+               overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """The config of experiment `name` at `preset`, with `a.b.c=value` overrides applied."""
+  known = names()
+  if name not in known:
+    near = difflib.get_close_matches(name, known, n=3)
+    hint = f'did you mean {" or ".join(near)}? ' if near else ''
+    raise errors.UserError(f'unknown experiment {name!r}; {hint}'
+                           'list them with: python launch.py --list_experiments')
+  if preset not in PRESETS:
+    raise errors.UserError(f'unknown preset {preset!r}; choose one of {", ".join(PRESETS)}')
+  config = importlib.import_module(f'experiments.{name}').get_config(preset)
+  for override in overrides:
+    apply_override(config, override)
+  return config
+
+
+def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
+  """Sets one `path.to.field=value`; the value must fit the field's existing type."""
+  path, sep, text = override.partition('=')
+  if not sep:
+    raise errors.UserError(f'override {override!r} has no value; write --config.{path}=VALUE')
+  *parents, leaf = path.split('.')
+  node = config
+  for depth, key in enumerate(parents + [leaf]):
+    if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+      prefix = '.'.join(parents[:depth])
+      keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      near = difflib.get_close_matches(key, keys, n=3)
+      hint = f'; did you mean {" or ".join(near)}?' if near else ''
+      raise errors.UserError(
+          f'unknown config field {path!r}: {prefix or "the config"} has no {key!r}{hint}')
+    if key != leaf:
+      node = node[key]
+  current = node[leaf]
+  value = _parse(text, current)
+  try:
+    node[leaf] = value
+  except TypeError as e:
+    raise errors.UserError(
+        f'--config.{path}={text}: expected {type(current).__name__}, got '
+        f'{type(value).__name__} ({e})') from e
+
+
+def _parse(text: str, current):
+  """Strings stay strings; everything else is a Python literal (numbers, tuples, bools)."""
+  if isinstance(current, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    raise errors.UserError(
+        f'cannot read {text!r} as a {type(current).__name__}; write a Python literal '
+        'such as 3, 0.5, True or (16, 32)') from None
+  if isinstance(current, tuple) and isinstance(value, list):
+    value = tuple(value)
+  if isinstance(current, tuple) and not isinstance(value, tuple):
+    value = (value,)
+  return value

@@ -1,0 +1,88 @@
+"""The shared shape of every experiment config, and the presets they scale by.
+
+An experiment file builds on `search_config(...)` and changes what its protocol needs. Every
+field here is overridable from the command line (`--config.search.budget=20`).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+PRESETS = ('smoke', 'quick', 'cpu', 'full')
+
+
+def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
+  """Defaults for a classification search; experiments override what their protocol fixes."""
+  if preset not in PRESETS:
+    raise ValueError(f'unknown preset {preset!r}; choose one of {", ".join(PRESETS)}')
+  c = ml_collections.ConfigDict()
+  c.experiment = experiment
+  c.preset = preset
+  c.seed = 0
+
+  # Which data, at which size. `options` go to the dataset's loader (e.g. synthetic sizes).
+  c.data = ml_collections.ConfigDict(dict(
+      name='synthetic', image_size=32, channels=1, val_fraction=0.1, dedup=False,
+      on_corrupt='skip', options=ml_collections.ConfigDict()))
+
+  # The search space: each tuple lists the values a gene may take; one value = not searched.
+  c.space = ml_collections.ConfigDict(dict(
+      num_stages=3,
+      num_cells=(0, 1, 2),
+      cells=('conv', 'sep', 'residual', 'mbconv', 'shrinkage', 'esp'),
+      kernels=(3, 5),
+      widths=(16, 32, 64),
+      dilations=(1, 2),
+      attention=('none', 'se', 'cbam'),
+      downsample=('max', 'avg', 'conv'),
+      stem_widths=(16, 32),
+      stem_strides=(1,),
+      norms=('batch',),
+      activations=('relu', 'swish'),
+      dropouts=(0.0, 0.2),
+      learning_rates=(1e-3,),
+      weight_decays=(1e-4,),
+      batch_sizes=(64,),
+      augments=(0.5,),
+      label_smoothings=(0.0,),
+      # Budgets checked before anything compiles; 0 = no limit.
+      max_params=0,
+      max_flops=0,
+      min_feature_size=1,
+  ))
+
+  # Augmentation maxima at strength 1; each genotype's `augment` gene scales them.
+  c.augment = ml_collections.ConfigDict(dict(
+      flip_lr=True, flip_ud=False, max_rotate_deg=10.0, max_scale=0.1, max_translate=0.1,
+      max_brightness=0.1, max_contrast=0.1))
+
+  # How each candidate is trained.
+  c.train = ml_collections.ConfigDict(dict(
+      optimizer='adamw',        # adamw | sgd
+      momentum=0.9,             # sgd only
+      schedule='cosine',        # cosine | onecycle | constant
+      warmup_epochs=0.0,
+      epochs=10,                # the fidelity when search.fidelity.rungs is empty
+      eval_batch_size=256,
+      patience=0,               # early stopping on the validation metric; 0 = off
+      dtype='float32',          # float32 | bfloat16 (GPU/TPU)
+      time_limit_s=0.0,         # per candidate; 0 = none
+  ))
+
+  # How candidates are proposed and scored.
+  c.search = ml_collections.ConfigDict(dict(
+      optimizer='pso',
+      options=ml_collections.ConfigDict(),  # optimizer settings, e.g. popsize, omega, phip, phig
+      population=8,             # candidates asked per batch (the swarm / population size)
+      budget=32,                # candidates asked in all (duplicates and rejections included)
+      time_budget_s=0.0,        # stop asking after this much wall time; 0 = none
+      metric='accuracy',        # fitness = 1 - this validation metric
+      penalty=1.0,              # loss told for failed and rejected candidates
+      max_consecutive_failures=10,
+      fidelity=ml_collections.ConfigDict(dict(rungs=(), eta=3)),
+  ))
+
+  # The final stage: retrain the best genotypes and test each once.
+  c.final = ml_collections.ConfigDict(dict(top_k=3, seeds=3, epochs=10))
+
+  c.executor = ml_collections.ConfigDict(dict(kind='local', workers=1))
+  return c

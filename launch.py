@@ -1,0 +1,166 @@
+r"""Runs a MedNAS experiment: search, final retraining and test, report.
+
+  python launch.py --experiment=pso_brain_mri --preset=quick
+  python launch.py --experiment=pso_brain_mri --config.search.budget=20 --workdir=runs/a
+  python launch.py --workdir=runs/a --resume
+  python launch.py --list_experiments
+
+Any config field can be overridden with --config.<path>=<value>; the value must have the
+field's type. Results land in the workdir: trials.sqlite, leaderboard.md/.csv, report.html.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('experiment', None, 'Experiment name (see --list_experiments).')
+flags.DEFINE_string('preset', 'quick', 'smoke | quick | cpu | full.')
+flags.DEFINE_string('workdir', None, 'Where the search is stored (default runs/<experiment>-<time>).')
+flags.DEFINE_string('data_dir', None, 'Dataset root (default $MEDNAS_DATA_DIR or ./data).')
+flags.DEFINE_bool('resume', False, 'Continue the search stored in --workdir.')
+flags.DEFINE_bool('list_experiments', False, 'List the experiments and exit.')
+
+_OVERRIDE_PREFIX = '--config.'
+
+
+class _Overrides:
+  """`--config.a.b=v` arguments, taken out of argv before absl parses the rest."""
+  values: list[str] = []
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  _Overrides.values = [a[len(_OVERRIDE_PREFIX):] for a in argv[1:]
+                       if a.startswith(_OVERRIDE_PREFIX)]
+  try:
+    return FLAGS([a for a in argv if not a.startswith(_OVERRIDE_PREFIX)])
+  except flags.Error as e:
+    _fail(f'{e}; see python launch.py --helpshort')
+
+
+def _fail(message: str, code: int = 2):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(code)
+
+
+def _flatten(config: dict, prefix: str = '') -> dict[str, object]:
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def _config_differences(stored: dict, current: dict) -> list[str]:
+  stored, current = _flatten(stored), _flatten(current)
+  return [f'{key}: stored {stored.get(key)!r}, now {current.get(key)!r}'
+          for key in sorted(stored.keys() | current.keys())
+          if stored.get(key) != current.get(key)]
+
+
+def _resolve_config(meta: dict[str, str] | None) -> ml_collections.ConfigDict:
+  """The experiment's config; on --resume, flags not given default to the stored ones."""
+  import experiments  # pylint: disable=g-import-not-at-top
+  from nas import errors  # pylint: disable=g-import-not-at-top
+  if meta is None:
+    if not FLAGS.experiment:
+      raise errors.UserError('pass --experiment=NAME (see --list_experiments), '
+                             'or --workdir=W --resume to continue a search')
+    return experiments.get_config(FLAGS.experiment, FLAGS.preset, _Overrides.values)
+  stored = json.loads(meta['config'])
+  config = experiments.get_config(
+      FLAGS.experiment or meta['experiment'],
+      FLAGS.preset if FLAGS['preset'].present else stored['preset'],
+      _Overrides.values or json.loads(meta['overrides']))
+  differences = _config_differences(stored, json.loads(config.to_json()))
+  if differences:
+    raise errors.UserError(
+        f'{FLAGS.workdir} holds a search with a different config; refusing to resume '
+        f'({"; ".join(differences[:8])}); start a new --workdir instead')
+  return config
+
+
+def _resume_command(workdir: str) -> str:
+  return f'python launch.py --workdir={shlex.quote(workdir)} --resume'
+
+
+def run() -> str:
+  """Search, final stage and report; returns the workdir."""
+  # Imported here so that --help and flag errors do not pay for importing JAX.
+  import datasets  # pylint: disable=g-import-not-at-top
+  import experiments  # pylint: disable=g-import-not-at-top
+  from nas import errors  # pylint: disable=g-import-not-at-top
+  from nas import executors  # pylint: disable=g-import-not-at-top
+  from nas import final  # pylint: disable=g-import-not-at-top
+  from nas import report  # pylint: disable=g-import-not-at-top
+  from nas import search  # pylint: disable=g-import-not-at-top
+  from nas.store import TrialStore  # pylint: disable=g-import-not-at-top
+
+  if FLAGS.list_experiments:
+    print('\n'.join(experiments.names()))
+    return ''
+  if FLAGS.resume:
+    if not FLAGS.workdir:
+      raise errors.UserError('--resume needs --workdir=W, the workdir of the search to continue')
+    store = TrialStore(FLAGS.workdir)
+    config = _resolve_config(store.meta())
+    workdir = FLAGS.workdir
+  else:
+    config = _resolve_config(None)
+    workdir = FLAGS.workdir or os.path.join(
+        'runs', f'{config.experiment}-{time.strftime("%Y%m%d-%H%M%S")}')
+    if os.path.exists(os.path.join(workdir, 'trials.sqlite')):
+      raise errors.UserError(f'{workdir} already holds a search; add --resume to continue '
+                             'it, or choose a new --workdir')
+
+  data = config.data
+  splits = datasets.load(
+      data.name, data_dir=FLAGS.data_dir, image_size=data.image_size, channels=data.channels,
+      val_fraction=data.val_fraction, seed=config.seed, dedup=data.dedup,
+      on_corrupt=data.on_corrupt, **data.options.to_dict())
+  if not FLAGS.resume:
+    store = TrialStore(workdir, create=True)
+    store.set_meta(experiment=config.experiment, config=config.to_json(),
+                   overrides=json.dumps(_Overrides.values),
+                   class_names=json.dumps(list(splits.class_names)),
+                   started=str(time.time()))
+  logging.info('workdir %s; train %d, val %d, test %d images', workdir,
+               len(splits.train.labels), len(splits.val.labels), len(splits.test.labels))
+  try:
+    search.Search(config, splits.train, splits.val, len(splits.class_names), store,
+                  executors.make(config.executor)).run()
+    final.run_final(config, splits, store)
+  except KeyboardInterrupt:
+    _fail(f'interrupted; every finished trial is stored. Resume with: '
+          f'{_resume_command(workdir)}', code=130)
+  finally:
+    store.close()
+  paths = report.write_report([workdir])
+  print(f'leaderboard: {paths.get("leaderboard.md", workdir)}')
+  print(f'report:      {paths.get("report.html", workdir)}')
+  return workdir
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    _fail(f'unexpected arguments {" ".join(argv[1:])}; flags look like --name=value')
+  import datasets  # pylint: disable=g-import-not-at-top
+  from nas import errors  # pylint: disable=g-import-not-at-top
+  try:
+    run()
+  except (errors.UserError, datasets.DataError) as e:
+    _fail(str(e))
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=_parse_flags)

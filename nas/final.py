@@ -1,0 +1,64 @@
+"""The final stage: retrain the best genotypes at full fidelity with several seeds, test once.
+
+This is the only code that receives the test split. Each (genotype, seed) is tested exactly
+once and stored; a resumed final stage skips the pairs already in the store.
+"""
+from __future__ import annotations
+
+from absl import logging
+import ml_collections
+
+import datasets
+from datasets import augment as augment_lib
+from models.genotype import Genotype
+from nas import records
+from nas import train as train_lib
+from nas.store import TrialStore
+
+
+def ranking(trials: list[records.Trial]) -> list[records.Trial]:
+  """One trial per scored genotype, best first: highest fidelity reached, then lowest loss.
+
+  Successive halving only promotes the best, so a genotype that reached a higher rung beat
+  every one that did not; losses are compared within a fidelity, never across.
+  """
+  best: dict[str, records.Trial] = {}
+  for trial in trials:
+    if not trial.metrics:
+      continue
+    held = best.get(trial.genotype_hash)
+    if held is None or (trial.fidelity, -trial.loss) > (held.fidelity, -held.loss):
+      best[trial.genotype_hash] = trial
+  return sorted(best.values(), key=lambda t: (-t.fidelity, t.loss, t.ask_index))
+
+
+def run_final(config: ml_collections.ConfigDict, splits: datasets.Splits,
+              store: TrialStore) -> list[records.FinalResult]:
+  """Retrains the top `final.top_k` genotypes with `final.seeds` seeds; tests each once."""
+  top = ranking(store.trials())[:config.final.top_k]
+  aug_config = augment_lib.AugmentConfig(**config.augment)
+  num_classes = len(splits.class_names)
+  for rank, trial in enumerate(top, start=1):
+    genotype = Genotype.from_json(trial.genotype)
+    for offset in range(config.final.seeds):
+      seed = config.seed + offset
+      if store.final_at(genotype.hash, seed):
+        continue
+      logging.info('final: rank %d %s, seed %d, %d epochs', rank, genotype.hash, seed,
+                   config.final.epochs)
+      trained = train_lib.train_and_evaluate(
+          genotype, splits.train, splits.val, num_classes, config.final.epochs, seed,
+          config.train, aug_config, config.search.metric)
+      if trained.result.status != records.OK:
+        logging.warning('final training of %s (seed %d) failed: %s', genotype.hash, seed,
+                        trained.result.error)
+        continue
+      test_metrics = train_lib.evaluate(trained.state, trained.steps, splits.test,
+                                        config.train.eval_batch_size)
+      store.add_final(records.FinalResult(
+          genotype_hash=genotype.hash, genotype=trial.genotype,
+          description=trial.description, seed=seed, epochs=config.final.epochs,
+          val_metrics=trained.result.metrics, test_metrics=test_metrics,
+          params=trial.params, flops=trial.flops,
+          train_seconds=trained.result.train_seconds))
+  return store.finals()

@@ -1,0 +1,58 @@
+"""Classification metrics, computed on the host from labels and predicted probabilities."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as skm
+
+# Metrics a search may optimise: fitness = 1 - metric.
+FITNESS_METRICS = ('accuracy', 'balanced_accuracy', 'macro_f1', 'auc')
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+  """Accuracy, balanced accuracy, macro F1, macro one-vs-rest AUC, per-class rates, confusion.
+
+  Args:
+    labels: int (N,) true classes.
+    probs: float (N, K) predicted class probabilities.
+  """
+  num_classes = probs.shape[1]
+  classes = np.arange(num_classes)
+  preds = probs.argmax(axis=1)
+  confusion = skm.confusion_matrix(labels, preds, labels=classes)
+  true_pos = np.diag(confusion)
+  positives = confusion.sum(axis=1)
+  negatives = confusion.sum() - positives
+  false_pos = confusion.sum(axis=0) - true_pos
+  with np.errstate(invalid='ignore', divide='ignore'):
+    sensitivity = true_pos / positives
+    specificity = (negatives - false_pos) / negatives
+  return {
+      'accuracy': float(skm.accuracy_score(labels, preds)),
+      # Mean recall over the classes present, as sklearn's balanced_accuracy_score.
+      'balanced_accuracy': float(np.nanmean(sensitivity)),
+      'macro_f1': float(skm.f1_score(labels, preds, labels=classes, average='macro',
+                                     zero_division=0)),
+      'auc': _macro_auc(labels, probs),
+      'sensitivity': _nan_to_none(sensitivity),
+      'specificity': _nan_to_none(specificity),
+      'confusion_matrix': confusion.tolist(),
+      'num_examples': int(len(labels)),
+  }
+
+
+def _macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+  """Macro one-vs-rest AUC over the classes present in `labels`; NaN if fewer than two."""
+  present = np.unique(labels)
+  if len(present) < 2:
+    return float('nan')
+  if probs.shape[1] == 2:
+    return float(skm.roc_auc_score(labels, probs[:, 1]))
+  aucs = [skm.roc_auc_score(labels == k, probs[:, k]) for k in present]
+  return float(np.mean(aucs))
+
+
+def _nan_to_none(values: np.ndarray) -> list[float | None]:
+  """JSON has no NaN: a class absent from the labels gets None."""
+  return [None if np.isnan(v) else float(v) for v in values]

@@ -1,0 +1,90 @@
+"""Optimizer registry: names in experiment configs -> Nevergrad optimizers.
+
+Each factory takes the parametrization, the evaluation budget, the population (candidates
+asked per batch, also Nevergrad's `num_workers`) and the config's `search.options`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import nevergrad as ng
+import numpy as np
+
+from nas import errors
+
+
+def _pso(population: int, options: dict[str, Any]):
+  return ng.families.ConfPSO(popsize=population, **options)
+
+
+def _de(population: int, options: dict[str, Any]):
+  return ng.families.DifferentialEvolution(popsize=population, **options)
+
+
+def _twopointsde(population: int, options: dict[str, Any]):
+  return ng.families.DifferentialEvolution(popsize=population, crossover='twopoints', **options)
+
+
+def _ga(population: int, options: dict[str, Any]):
+  """A generational genetic algorithm: uniform crossover on half the offspring, plus mutation."""
+  options = {'recombination_ratio': 0.5, 'offsprings': population, **options}
+  return ng.families.EvolutionStrategy(popsize=population, **options)
+
+
+def _cma(population: int, options: dict[str, Any]):
+  return ng.families.ParametrizedCMA(popsize=population, **options)
+
+
+def _de_ga(population: int, options: dict[str, Any]):
+  """Differential evolution for the first half of the budget, then a genetic algorithm (TPEvo)."""
+  return ng.families.Chaining([_de(population, options), _ga(population, {})], ['half'])
+
+
+def _registered(name: str):
+  def factory(population: int, options: dict[str, Any]):
+    del population  # these optimizers size their own batches from num_workers
+    optimizer = ng.optimizers.registry[name]
+    return optimizer.set_params(**options) if options else optimizer
+  return factory
+
+
+OPTIMIZERS: dict[str, Callable[[int, dict[str, Any]], Any]] = {
+    'pso': _pso,
+    'de': _de,
+    'twopointsde': _twopointsde,
+    'ga': _ga,
+    'cma': _cma,
+    'de_ga': _de_ga,
+    'oneplusone': _registered('OnePlusOne'),
+    'discrete_oneplusone': _registered('DiscreteOnePlusOne'),
+    'portfolio_discrete_oneplusone': _registered('PortfolioDiscreteOnePlusOne'),
+    'ngopt': _registered('NGOpt'),
+    'random': _registered('RandomSearch'),
+    'grid': None,  # exhaustive enumeration; see GridSearch
+}
+
+
+class GridSearch:
+  """Asks every point of a finite grid once, in order, with Nevergrad's ask/tell interface."""
+
+  def __init__(self, parametrization: ng.p.Array, points: Iterator[np.ndarray]):
+    self.parametrization = parametrization
+    self._points = iter(points)
+
+  def ask(self):
+    return self.parametrization.spawn_child(new_value=next(self._points))
+
+  def tell(self, candidate, loss) -> None:
+    del candidate, loss  # a grid does not adapt
+
+
+def make(name: str, parametrization: ng.p.Array, budget: int, population: int,
+         options: dict[str, Any], grid: Iterator[np.ndarray] | None = None):
+  """An optimizer with Nevergrad's ask/tell interface, seeded by the parametrization."""
+  if name not in OPTIMIZERS:
+    raise errors.UserError(
+        f'unknown optimizer {name!r}; choose one of {", ".join(sorted(OPTIMIZERS))}')
+  if name == 'grid':
+    return GridSearch(parametrization, grid)
+  factory = OPTIMIZERS[name](population, dict(options))
+  return factory(parametrization, budget=budget, num_workers=population)

@@ -1,0 +1,831 @@
+"""Leaderboards and a self-contained HTML report of a search, or a comparison of several.
+
+  python -m nas.report WORKDIR [WORKDIR ...] [--out=DIR]
+
+Writes `leaderboard.md`, `leaderboard.csv` and `report.html` into each workdir and, for several
+workdirs, the same three files comparing them into --out. The trial store is only read, so a
+report can be written while its search is still running.
+"""
+from __future__ import annotations
+
+import base64
+import collections
+import dataclasses
+import functools
+import html
+import importlib.resources
+import io
+import json
+import os
+import sqlite3
+import sys
+import time
+from typing import Any, Sequence
+import urllib.parse
+
+from absl import app
+from absl import flags
+from matplotlib import figure
+from matplotlib import ticker
+from matplotlib.backends import backend_agg
+import numpy as np
+import pandas as pd
+
+from nas import errors
+from nas import records
+from nas import store
+
+_OUT = flags.DEFINE_string(
+    'out', None, 'Where the comparison of several workdirs goes; '
+    'default: <parent of the first workdir>/comparison.')
+
+HTML_TOP = 20  # leaderboard rows shown in report.html; the .md and .csv have all
+_NA = '—'
+# nas.metrics.FITNESS_METRICS (a test keeps them equal), not imported: nas.metrics imports
+# scikit-learn, which would double the start-up time of this command.
+TEST_METRICS = ('accuracy', 'balanced_accuracy', 'macro_f1', 'auc')
+_TRAINED = (records.OK, records.FAILED)  # duplicates and rejections cost no training
+_NAMES = {'accuracy': 'accuracy', 'balanced_accuracy': 'balanced accuracy', 'macro_f1': 'macro F1',
+          'auc': 'AUC'}
+_SHORT_NAMES = {'accuracy': 'acc', 'balanced_accuracy': 'bal. acc', 'macro_f1': 'macro F1',
+                'auc': 'AUC'}
+_LINESTYLES = ('-', '--', ':', '-.')
+_CSS = """
+body {font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1250px; color: #222;
+      padding: 0 1em}
+table {border-collapse: collapse; font-size: 13px; margin: .5em 0 1.5em}
+th, td {border: 1px solid #ccc; padding: 3px 7px; text-align: left; vertical-align: top}
+thead th {background: #eef1f5}
+table.fields th {background: #f6f6f6; white-space: nowrap}
+img {max-width: 100%; display: block; margin: .5em 0 1.5em}
+.muted {color: #666}
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What one search workdir holds, read once."""
+  workdir: str
+  meta: dict[str, str]
+  config: dict[str, Any]
+  class_names: tuple[str, ...]
+  trials: tuple[records.Trial, ...]
+  finals: tuple[records.FinalResult, ...]
+  label: str = ''
+
+  def setting(self, dotted: str, default: Any) -> Any:
+    """A config field such as 'search.metric', or `default` where the config lacks it."""
+    value = self.config
+    for key in dotted.split('.'):
+      if not isinstance(value, dict) or key not in value:
+        return default
+      value = value[key]
+    return value
+
+  @property
+  def experiment(self) -> str:
+    return self.meta.get('experiment') or self.setting('experiment', '') or os.path.basename(
+        os.path.abspath(self.workdir))
+
+  @property
+  def dataset(self) -> str:
+    return str(self.setting('data.name', 'unknown'))
+
+  @property
+  def image_size(self) -> str:
+    size = self.setting('data.image_size', None)
+    return f'{size}px' if size else 'unknown size'
+
+  @property
+  def optimizer(self) -> str:
+    return str(self.setting('search.optimizer', 'unknown'))
+
+  @property
+  def metric(self) -> str:
+    return str(self.setting('search.metric', 'accuracy'))
+
+  @property
+  def start_time(self) -> float:
+    """When the search started: meta 'started', or when its first trial began training."""
+    starts = []
+    if self.trials:
+      first = self.trials[0]
+      starts.append(first.created - first.train_seconds - first.compile_seconds)
+    try:
+      starts.append(float(self.meta['started']))
+    except (KeyError, ValueError):
+      pass
+    return min(starts, default=0.0)
+
+
+def load_run(workdir: str) -> Run:
+  """Reads one search's meta, trials and final results; UserError if it is not a search."""
+  with store.TrialStore(workdir) as trial_store:
+    try:
+      meta, trials, finals = trial_store.meta(), trial_store.trials(), trial_store.finals()
+    except sqlite3.Error as e:
+      raise errors.UserError(f'cannot read the trial store in {workdir}: {e}') from e
+  try:
+    config = json.loads(meta.get('config', '{}'))
+    class_names = tuple(str(name) for name in json.loads(meta.get('class_names', '[]')))
+  except json.JSONDecodeError as e:
+    raise errors.UserError(f'the trial store in {workdir} has malformed meta: {e}') from e
+  run = Run(workdir, meta, config, class_names, tuple(trials), tuple(finals))
+  seed = run.setting('seed', '?')
+  return dataclasses.replace(run, label=f'{run.experiment} {run.optimizer} seed {seed}')
+
+
+def _unique_labels(runs: Sequence[Run]) -> list[Run]:
+  """Runs whose labels collide get their workdir's name appended, so legends tell them apart."""
+  counts = collections.Counter(run.label for run in runs)
+  unique = []
+  for run in runs:
+    if counts[run.label] > 1:
+      name = os.path.basename(os.path.abspath(run.workdir))
+      run = dataclasses.replace(run, label=f'{run.label} ({name})')
+    unique.append(run)
+  return unique
+
+
+# The leaderboard.
+
+
+def _metric_names(metric: str) -> tuple[str, ...]:
+  """The ranking metric first, then the other classification metrics."""
+  return tuple(dict.fromkeys((metric, *TEST_METRICS)))
+
+
+def _value(values: dict[str, Any], name: str) -> float:
+  """One metric as a float; NaN where missing or None (JSON has no NaN)."""
+  value = values.get(name)
+  return float('nan') if value is None else float(value)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+  """Mean and sample standard deviation of the finite values; NaN where there are too few."""
+  finite = [v for v in values if np.isfinite(v)]
+  mean = float(np.mean(finite)) if finite else float('nan')
+  std = float(np.std(finite, ddof=1)) if len(finite) > 1 else float('nan')
+  return mean, std
+
+
+def _by_hash(items: Sequence[Any]) -> dict[str, list[Any]]:
+  grouped = collections.defaultdict(list)
+  for item in items:
+    grouped[item.genotype_hash].append(item)
+  return grouped
+
+
+def _columns(names: Sequence[str]) -> list[str]:
+  return ['genotype_hash', 'description', 'fidelity', 'trial_id',
+          *[f'val_{n}' for n in names],
+          *[f'test_{n}_{stat}' for n in names for stat in ('mean', 'std')],
+          'final_seeds', 'params', 'flops', 'train_seconds', 'trials']
+
+
+def leaderboard(run: Run) -> pd.DataFrame:
+  """One row per genotype that trained ok, best validation metric first.
+
+  Each genotype is scored by its ok trial at the highest fidelity; test columns are the mean
+  and sample std over its final seeds (NaN if it was not finally tested); train_seconds sums
+  all of its trials that trained.
+  """
+  names = _metric_names(run.metric)
+  finals = _by_hash(run.finals)
+  rows = []
+  for genotype_hash, trials in _by_hash(run.trials).items():
+    ok = [t for t in trials if t.status == records.OK]
+    if not ok:
+      continue
+    best = max(ok, key=lambda t: (t.fidelity, -(t.id or 0)))
+    row = {'genotype_hash': genotype_hash, 'description': best.description,
+           'fidelity': best.fidelity, 'trial_id': best.id}
+    row.update({f'val_{n}': _value(best.metrics, n) for n in names})
+    tested = finals.get(genotype_hash, [])
+    for n in names:
+      row[f'test_{n}_mean'], row[f'test_{n}_std'] = _mean_std(
+          [_value(f.test_metrics, n) for f in tested])
+    row.update(final_seeds=len(tested), params=best.params, flops=best.flops,
+               train_seconds=sum(t.train_seconds for t in trials if t.status in _TRAINED),
+               trials=len(trials))
+    rows.append(row)
+  board = pd.DataFrame(rows, columns=_columns(names))
+  board = board.sort_values([f'val_{run.metric}', 'fidelity', 'params'],
+                            ascending=[False, False, True], na_position='last', kind='stable')
+  board.insert(0, 'rank', np.arange(1, len(board) + 1))
+  return board.reset_index(drop=True)
+
+
+def _winner(board: pd.DataFrame) -> pd.Series | None:
+  """The best-ranked genotype that was finally tested, else the best-ranked one."""
+  if board.empty:
+    return None
+  tested = board[board.final_seeds > 0]
+  return (tested if len(tested) else board).iloc[0]
+
+
+def _tested(run: Run, winner: pd.Series | None) -> list[dict[str, Any]]:
+  """The winner's test metrics, one dict per final seed."""
+  if winner is None:
+    return []
+  return [f.test_metrics for f in run.finals if f.genotype_hash == winner.genotype_hash]
+
+
+def _winner_evaluations(run: Run, winner: pd.Series) -> tuple[list[dict[str, Any]], str]:
+  """The winner's test metrics, one dict per final seed, else its validation metrics; and which."""
+  tested = _tested(run, winner)
+  if tested:
+    return tested, f'test split, {len(tested)} seed{"s" if len(tested) > 1 else ""}'
+  return ([t.metrics for t in run.trials if t.id == winner.trial_id],
+          f'validation split at {winner.fidelity} epochs (no final test yet)')
+
+
+def _elapsed(run: Run) -> np.ndarray:
+  """Seconds from the start of the search to each trial landing, in store order."""
+  return np.array([t.created for t in run.trials], dtype=float) - run.start_time
+
+
+# Text: numbers as people read them, and the summary above every table.
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+  return _NA if not np.isfinite(value) else f'{value:.{digits}f}'
+
+
+def _fmt_mean_std(mean: float, std: float, digits: int = 4) -> str:
+  if not np.isfinite(mean):
+    return _NA
+  if not np.isfinite(std):
+    return f'{mean:.{digits}f}'
+  return f'{mean:.{digits}f} ± {std:.{digits}f}'
+
+
+def _fmt_count(count: float) -> str:
+  for scale, suffix in ((1e9, 'G'), (1e6, 'M'), (1e3, 'k')):
+    if count >= scale:
+      return f'{count / scale:.3g}{suffix}'
+  return str(int(count)) if count > 0 else _NA
+
+
+def _fmt_duration(seconds: float) -> str:
+  if seconds < 120:
+    return f'{seconds:.0f} s'
+  if seconds < 7200:
+    return f'{seconds / 60:.1f} min'
+  return f'{seconds / 3600:.1f} h'
+
+
+def _status_counts(run: Run) -> str:
+  """E.g. '14 trials: 9 ok, 2 failed, 1 rejected, 2 duplicate'; every status, even at 0."""
+  counts = collections.Counter(t.status for t in run.trials)
+  statuses = [*records.STATUSES, *sorted(set(counts) - set(records.STATUSES))]
+  return f'{len(run.trials)} trials: ' + ', '.join(f'{counts[s]} {s}' for s in statuses)
+
+
+def _status_line(run: Run, board: pd.DataFrame) -> str:
+  return f'{_status_counts(run)}; {len(board)} distinct genotypes trained ok.'
+
+
+def _wall_time(run: Run) -> str:
+  elapsed = _elapsed(run)
+  return _fmt_duration(float(elapsed.max())) if elapsed.size else _NA
+
+
+def _test_summary(winner: pd.Series, names: Sequence[str]) -> str:
+  """E.g. 'accuracy 0.9300 ± 0.0361, AUC 0.97 ... (mean ± std over n=3 seeds)'."""
+  parts = [f'{_NAMES.get(n, n)} '
+           f'{_fmt_mean_std(winner[f"test_{n}_mean"], winner[f"test_{n}_std"])}' for n in names]
+  return ', '.join(parts) + f' (mean ± std over n={winner.final_seeds} seeds)'
+
+
+def _header(run: Run, board: pd.DataFrame) -> list[tuple[str, str]]:
+  """The fields above the leaderboard, as (name, value) pairs."""
+  winner = _winner(board)
+  fields = [('Experiment', run.experiment), ('Dataset', run.dataset),
+            ('Image size', run.image_size), ('Optimizer', run.optimizer),
+            ('Search metric', f'validation {run.metric}'), ('Trials', _status_counts(run)),
+            ('Wall time', _wall_time(run)), ('Workdir', run.workdir)]
+  if winner is None:
+    return fields + [('Best validation', 'no trial has trained ok yet')]
+  best = board.iloc[0]
+  fields.append(('Best validation', f'{run.metric} {_fmt(best[f"val_{run.metric}"])} at '
+                 f'{best.fidelity} epochs: {best.description}'))
+  if winner.final_seeds:
+    fields.append((f'Final test of the winner (rank {winner["rank"]})',
+                   _test_summary(winner, TEST_METRICS)))
+  else:
+    fields.append(('Final test', 'not yet: no genotype has been retrained and tested'))
+  return fields
+
+
+def _display(board: pd.DataFrame, metric: str) -> pd.DataFrame:
+  """The leaderboard as a person reads it: formatted numbers, test results as mean ± std."""
+  shown = pd.DataFrame({'#': board['rank'].astype(str), 'architecture': board.description})
+  for name in dict.fromkeys((metric, 'accuracy')):
+    shown[f'val {_SHORT_NAMES.get(name, name)}'] = board[f'val_{name}'].map(_fmt)
+  shown['epochs'] = board.fidelity.astype(str)
+  for name in TEST_METRICS:
+    shown[f'test {_SHORT_NAMES[name]}'] = [
+        _fmt_mean_std(m, s) for m, s in zip(board[f'test_{name}_mean'], board[f'test_{name}_std'])]
+  shown['seeds'] = board.final_seeds.astype(str)
+  shown['params'] = board.params.map(_fmt_count)
+  shown['FLOPs'] = board.flops.map(_fmt_count)
+  shown['cost'] = board.train_seconds.map(_fmt_duration)
+  shown['trials'] = board.trials.astype(str)
+  return shown
+
+
+def _failures(run: Run) -> pd.DataFrame:
+  """Distinct first lines of the errors of failed and rejected trials, most frequent first."""
+  errors_seen = [(t.status, (t.error.strip().splitlines() or ['(no message)'])[0][:200])
+                 for t in run.trials if t.status in (records.FAILED, records.REJECTED)]
+  table = pd.DataFrame(errors_seen, columns=['status', 'error'])
+  return table.value_counts().reset_index(name='trials').head(10)
+
+
+# Published numbers (nas/anchors.json) beside the measured ones.
+
+
+@functools.cache
+def anchors() -> dict[str, Any]:
+  """Published numbers, transcribed from the project's ANCHORS.md; 'datasets' is by data.name."""
+  text = importlib.resources.files('nas').joinpath('anchors.json').read_text(encoding='utf-8')
+  return json.loads(text)
+
+
+def _fmt_unit(mean: float, std: float, unit: str) -> str:
+  """Measured numbers in the unit the published ones use (99.19% or .944)."""
+  if unit == 'percent':
+    return _fmt_mean_std(100 * mean, 100 * std, 2) + ('%' if np.isfinite(mean) else '')
+  return _fmt_mean_std(mean, std, 3)
+
+
+def _measured_row(run: Run, board: pd.DataFrame, entry: dict[str, Any]) -> list[str]:
+  tested = _tested(run, _winner(board))
+  values = [_fmt_unit(*_mean_std([_value(t, key) for t in tested]), entry['unit'])
+            for key, _ in entry['metrics']]
+  notes = f'mean ± std over {len(tested)} seeds' if tested else 'no final test yet'
+  return [f'MedNAS winner: {run.label}', *values, 'official test split', run.image_size, notes]
+
+
+def published(runs: Sequence[Run],
+              boards: Sequence[pd.DataFrame]) -> list[tuple[str, pd.DataFrame | None]]:
+  """Per dataset of `runs`: a title and the measured winners above the published numbers.
+
+  The table is None where no published numbers are on file for the dataset.
+  """
+  sections = []
+  for dataset in dict.fromkeys(run.dataset for run in runs):
+    entry = anchors()['datasets'].get(dataset)
+    if entry is None:
+      sections.append((f'No published numbers on file for dataset {dataset!r}.', None))
+      continue
+    keys = [key for key, _ in entry['metrics']]
+    rows = [_measured_row(run, board, entry)
+            for run, board in zip(runs, boards) if run.dataset == dataset]
+    rows += [[row['system'], *[row['results'].get(key, _NA) for key in keys],
+              row.get('split', entry['split']), row.get('image_size', entry['image_size']),
+              row.get('notes', '')] for row in entry['rows']]
+    columns = ['system', *[label for _, label in entry['metrics']], 'split', 'image size', 'notes']
+    source = f' (published: {entry["source"]})' if 'source' in entry else ''
+    sections.append((entry['title'] + source, pd.DataFrame(rows, columns=columns)))
+  return sections
+
+
+# Plots, each a matplotlib Figure rendered by Agg into a data URI.
+
+
+def _png(fig: figure.Figure) -> str:
+  """The figure as a data URI, so that the report needs no file beside it."""
+  buffer = io.BytesIO()
+  backend_agg.FigureCanvasAgg(fig).print_png(buffer)
+  return 'data:image/png;base64,' + base64.b64encode(buffer.getvalue()).decode('ascii')
+
+
+def _plain(text: str) -> str:
+  """Text that matplotlib shows as written: '$' would start math mode."""
+  return text.replace('$', r'\$')
+
+
+def _tick(name: str, width: int = 18) -> str:
+  return _plain(name if len(name) <= width else name[:width - 1] + '…')
+
+
+def _styles(runs: Sequence[Run]) -> list[tuple[str, str]]:
+  """(color, linestyle) per run: one color per optimizer, line styles tell its seeds apart."""
+  colors = {name: f'C{i % 10}' for i, name in enumerate(sorted({r.optimizer for r in runs}))}
+  seen = collections.Counter()
+  styles = []
+  for run in runs:
+    styles.append((colors[run.optimizer], _LINESTYLES[seen[run.optimizer] % len(_LINESTYLES)]))
+    seen[run.optimizer] += 1
+  return styles
+
+
+def _ok_values(run: Run) -> np.ndarray:
+  """The search metric of each trial in store order; NaN for trials that did not train ok."""
+  return np.array([_value(t.metrics, run.metric) if t.status == records.OK else np.nan
+                   for t in run.trials], dtype=float)
+
+
+def _time_unit(seconds: float) -> tuple[float, str]:
+  if seconds < 120:
+    return 1.0, 's'
+  return (60.0, 'min') if seconds < 7200 else (3600.0, 'h')
+
+
+def _plot_progress(runs: Sequence[Run]) -> figure.Figure:
+  """Best-so-far validation metric against evaluations and against wall time."""
+  fig = figure.Figure(figsize=(11, 4.2), layout='constrained')
+  by_eval, by_time = fig.subplots(1, 2, sharey=True)
+  elapsed = [_elapsed(run) for run in runs]
+  scale, unit = _time_unit(max((float(e.max()) for e in elapsed if e.size), default=0.0))
+  for run, seconds, (color, style) in zip(runs, elapsed, _styles(runs)):
+    values = _ok_values(run)
+    best = np.fmax.accumulate(values) if values.size else values
+    steps = np.arange(1, len(values) + 1)
+    label = 'best so far' if len(runs) == 1 else run.label
+    if len(runs) == 1:
+      by_eval.scatter(steps, values, s=14, color='0.65', label='each ok trial')
+      by_time.scatter(seconds / scale, values, s=14, color='0.65')
+    by_eval.plot(steps, best, drawstyle='steps-post', color=color, linestyle=style, lw=2,
+                 label=_plain(label))
+    by_time.plot(seconds / scale, best, drawstyle='steps-post', color=color, linestyle=style,
+                 lw=2)
+  by_eval.set_xlabel('evaluations (trials in the order they landed)')
+  by_time.set_xlabel(f'wall time since the search started ({unit})')
+  metric_names = ' / '.join(dict.fromkeys(run.metric for run in runs))
+  by_eval.set_ylabel(f'best validation {metric_names}')
+  by_eval.legend(loc='lower right', fontsize=8)
+  for ax in (by_eval, by_time):
+    ax.grid(alpha=0.3)
+  return fig
+
+
+def _pareto_front(params: np.ndarray, values: np.ndarray) -> np.ndarray:
+  """Indices of the points no other beats with as few parameters, in order of parameters."""
+  front, best = [], -np.inf
+  for i in np.lexsort((-values, params)):
+    if values[i] > best:
+      front.append(i)
+      best = values[i]
+  return np.array(front, dtype=int)
+
+
+def _plot_pareto(runs: Sequence[Run], boards: Sequence[pd.DataFrame]) -> figure.Figure:
+  """Validation metric against parameters of every ok trial, the Pareto front highlighted."""
+  fig = figure.Figure(figsize=(8, 4.8), layout='constrained')
+  ax = fig.subplots()
+  single = len(runs) == 1
+  for run, board, (color, style) in zip(runs, boards, _styles(runs)):
+    ok = [t for t in run.trials if t.status == records.OK and t.params > 0
+          and np.isfinite(_value(t.metrics, run.metric))]
+    if not ok:
+      continue
+    params = np.array([t.params for t in ok], dtype=float)
+    values = np.array([_value(t.metrics, run.metric) for t in ok])
+    fidelities = np.array([t.fidelity for t in ok])
+    if single:
+      levels = sorted(set(fidelities))
+      for i, level in enumerate(levels):
+        shade = 0.75 - 0.55 * i / max(len(levels) - 1, 1)  # darker = more epochs
+        ax.scatter(params[fidelities == level], values[fidelities == level], s=22,
+                   color=str(shade), label=f'ok trial, {level} epochs')
+    else:
+      ax.scatter(params, values, s=14, color=color, alpha=0.35)
+    front = _pareto_front(params, values)
+    ax.plot(params[front], values[front], drawstyle='steps-post', marker='o',
+            color='crimson' if single else color, linestyle=style, lw=2,
+            label='Pareto front' if single else _plain(run.label))
+    winner = _winner(board)
+    if single and winner is not None and winner.params > 0:
+      ax.scatter([winner.params], [winner[f'val_{run.metric}']], marker='*', s=260,
+                 color='gold', edgecolor='black', zorder=5, label='winner')
+  ax.set_xscale('log')
+  # 20k, 50k, 100k read faster than 2x10^4; unlabelled minor ticks keep the axis uncluttered.
+  ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+  ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: _fmt_count(x)))
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+  ax.set_xlabel('parameters (log scale)')
+  ax.set_ylabel(f'validation {" / ".join(dict.fromkeys(run.metric for run in runs))}')
+  ax.grid(alpha=0.3, which='both')
+  ax.legend(loc='lower right', fontsize=8)
+  return fig
+
+
+def _class_names(run: Run, count: int) -> list[str]:
+  if len(run.class_names) == count:
+    return list(run.class_names)
+  return [f'class {i}' for i in range(count)]
+
+
+def _plot_confusion(matrix: np.ndarray, names: Sequence[str], title: str) -> figure.Figure:
+  """Counts in the cells, colored by the fraction of each true class."""
+  k = len(matrix)
+  side = min(3.0 + 0.55 * k, 12.0)
+  fig = figure.Figure(figsize=(side + 1.5, side), layout='constrained')
+  ax = fig.subplots()
+  totals = matrix.sum(axis=1, keepdims=True)
+  rates = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+  image = ax.imshow(rates, cmap='Blues', vmin=0, vmax=1)
+  fig.colorbar(image, ax=ax, label='fraction of the true class')
+  ticks = np.arange(k)
+  ax.set_xticks(ticks, [_tick(n) for n in names], rotation=40, ha='right')
+  ax.set_yticks(ticks, [_tick(n) for n in names])
+  ax.set_xlabel('predicted class')
+  ax.set_ylabel('true class')
+  ax.set_title(_plain(title), fontsize=10)
+  if k <= 15:
+    for (i, j), count in np.ndenumerate(matrix):
+      ax.text(j, i, f'{count:.0f}', ha='center', va='center', fontsize=9,
+              color='white' if rates[i, j] > 0.5 else 'black')
+  return fig
+
+
+def _rates(evaluations: Sequence[dict[str, Any]], name: str) -> pd.DataFrame:
+  """Per-class rates: one row per evaluation, one column per class; None becomes NaN."""
+  return pd.DataFrame([[np.nan if v is None else v for v in e[name]] for e in evaluations],
+                      dtype=float)
+
+
+def _class_table(matrix: np.ndarray, evaluations: Sequence[dict[str, Any]],
+                 names: Sequence[str]) -> pd.DataFrame:
+  """Per class: examples (summed over evaluations), sensitivity and specificity as mean ± std."""
+  table = pd.DataFrame({'class': names, 'examples': matrix.sum(axis=1).astype(int)})
+  for name in ('sensitivity', 'specificity'):
+    rates = _rates(evaluations, name)
+    table[name] = [_fmt_mean_std(m, s, 3) for m, s in zip(rates.mean(), rates.std())]
+  return table
+
+
+def _plot_class_rates(evaluations: Sequence[dict[str, Any]], names: Sequence[str],
+                      title: str) -> figure.Figure:
+  """Sensitivity and specificity per class; bars are means, whiskers the std over seeds."""
+  k = len(names)
+  fig = figure.Figure(figsize=(max(6.0, 1.0 + 0.8 * k), 4.2), layout='constrained')
+  ax = fig.subplots()
+  x = np.arange(k)
+  for offset, name, color in ((-0.2, 'sensitivity', 'C0'), (0.2, 'specificity', 'C1')):
+    rates = _rates(evaluations, name)
+    ax.bar(x + offset, rates.mean(), 0.4, yerr=rates.std().fillna(0), capsize=3, color=color,
+           label=name)
+  ax.set_xticks(x, [_tick(n) for n in names], rotation=30, ha='right')
+  ax.set_ylim(0, 1.18)  # headroom above 1 for the legend, so that it hides no bar
+  ax.set_yticks(np.linspace(0, 1, 6))
+  ax.set_ylabel('rate')
+  ax.set_title(_plain(title), fontsize=10)
+  ax.grid(alpha=0.3, axis='y')
+  ax.legend(loc='upper center', ncols=2, fontsize=8)
+  return fig
+
+
+# Markdown and HTML.
+
+
+def _md_cell(value: Any) -> str:
+  return str(value).replace('|', r'\|').replace('\n', ' ')
+
+
+def _md_table(table: pd.DataFrame) -> list[str]:
+  lines = ['| ' + ' | '.join(_md_cell(c) for c in table.columns) + ' |',
+           '|' + '---|' * len(table.columns)]
+  lines += ['| ' + ' | '.join(_md_cell(v) for v in row) + ' |'
+            for row in table.itertuples(index=False)]
+  return lines
+
+
+def _md_published(runs: Sequence[Run], boards: Sequence[pd.DataFrame]) -> list[str]:
+  lines = ['', '## Published numbers', '']
+  for title, table in published(runs, boards):
+    lines += [title, '']
+    if table is not None:
+      lines += _md_table(table) + ['']
+  return lines
+
+
+def _run_markdown(run: Run, board: pd.DataFrame) -> str:
+  lines = [f'# MedNAS leaderboard: {run.label}', '']
+  lines += [f'- **{name}:** {_md_cell(value)}' for name, value in _header(run, board)]
+  lines += ['', _status_line(run, board), '']
+  lines += _md_table(_display(board, run.metric)) if len(board) else [
+      'No genotype has trained ok yet.']
+  return '\n'.join(lines + _md_published([run], [board])) + '\n'
+
+
+def _e(value: Any) -> str:
+  return html.escape(str(value))
+
+
+def _html_table(table: pd.DataFrame) -> str:
+  head = ''.join(f'<th>{_e(c)}</th>' for c in table.columns)
+  body = ''.join('<tr>' + ''.join(f'<td>{_e(v)}</td>' for v in row) + '</tr>\n'
+                 for row in table.itertuples(index=False))
+  return f'<table><thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table>'
+
+
+def _html_fields(fields: Sequence[tuple[str, str]]) -> str:
+  rows = ''.join(f'<tr><th>{_e(name)}</th><td>{_e(value)}</td></tr>\n' for name, value in fields)
+  return f'<table class="fields">\n{rows}</table>'
+
+
+def _html_image(fig: figure.Figure, alt: str) -> str:
+  return f'<img alt="{_e(alt)}" src="{_png(fig)}">'
+
+
+def _html_page(title: str, body: Sequence[str]) -> str:
+  note = (f'Written {time.strftime("%Y-%m-%d %H:%M:%S")}; a search that is still running adds '
+          'trials after this snapshot.')
+  return '\n'.join([
+      '<!doctype html>', '<html lang="en"><head><meta charset="utf-8">',
+      f'<title>{_e(title)}</title><style>{_CSS}</style></head><body>',
+      f'<h1>{_e(title)}</h1>', f'<p class="muted">{_e(note)}</p>',
+      *body, '</body></html>', ''])
+
+
+def _html_published(runs: Sequence[Run], boards: Sequence[pd.DataFrame]) -> list[str]:
+  parts = ['<h2>Published numbers</h2>']
+  for title, table in published(runs, boards):
+    parts.append(f'<p>{_e(title)}</p>')
+    if table is not None:
+      parts.append(_html_table(table))
+  return parts
+
+
+def _html_winner(run: Run, board: pd.DataFrame) -> list[str]:
+  """The winner's confusion matrix and per-class rates, from its test results if it has any."""
+  winner = _winner(board)
+  evaluations, source = _winner_evaluations(run, winner)
+  parts = [f'<h2>Winner (rank {_e(winner["rank"])})</h2>', f'<p>{_e(winner.description)}</p>']
+  if not evaluations or 'confusion_matrix' not in evaluations[0]:
+    return parts + [f'<p>{_e(f"No confusion matrix recorded ({source}).")}</p>']
+  matrix = np.sum([np.array(e['confusion_matrix'], dtype=float) for e in evaluations], axis=0)
+  names = _class_names(run, len(matrix))
+  summed = ', summed over seeds' if len(evaluations) > 1 else ''
+  parts.append(_html_image(_plot_confusion(matrix, names, f'Confusion matrix, {source}{summed}'),
+                           'confusion matrix of the winner'))
+  if all('sensitivity' in e and 'specificity' in e for e in evaluations):
+    rates = _plot_class_rates(evaluations, names,
+                              f'Per-class sensitivity and specificity, {source}')
+    parts += [_html_image(rates, 'per-class sensitivity and specificity of the winner'),
+              _html_table(_class_table(matrix, evaluations, names))]
+  return parts
+
+
+def _run_html(run: Run, board: pd.DataFrame) -> str:
+  body = [_html_fields(_header(run, board)), '<h2>Leaderboard</h2>',
+          f'<p>{_e(_status_line(run, board))}</p>']
+  if board.empty:
+    body.append('<p>No genotype has trained ok yet: no leaderboard, plots or winner.</p>')
+  else:
+    if len(board) > HTML_TOP:
+      note = f'Top {HTML_TOP} of {len(board)}; all are in leaderboard.csv.'
+      body.append(f'<p class="muted">{_e(note)}</p>')
+    body += [_html_table(_display(board.head(HTML_TOP), run.metric)),
+             '<h2>Search progress</h2>',
+             _html_image(_plot_progress([run]), 'best-so-far validation metric'),
+             '<h2>Validation metric against size</h2>',
+             _html_image(_plot_pareto([run], [board]), 'Pareto front')]
+    body += _html_winner(run, board)
+  body += _html_published([run], [board])
+  failures = _failures(run)
+  if len(failures):
+    body += ['<h2>Failed and rejected trials</h2>', _html_table(failures)]
+  return _html_page(f'MedNAS search report: {run.label}', body)
+
+
+# The comparison of several runs.
+
+
+def _runs_table(runs: Sequence[Run], boards: Sequence[pd.DataFrame]) -> pd.DataFrame:
+  """One row per run: what it searched, what it cost and what its winner scored."""
+  rows = []
+  for run, board in zip(runs, boards):
+    winner = _winner(board)
+    best = board.iloc[0][f'val_{run.metric}'] if len(board) else float('nan')
+    seeds = 0 if winner is None else winner.final_seeds
+    rows.append({
+        'run': run.label, 'dataset': run.dataset, 'image size': run.image_size,
+        'trials': _status_counts(run), 'wall time': _wall_time(run),
+        'training time': _fmt_duration(
+            sum(t.train_seconds for t in run.trials if t.status in _TRAINED)),
+        'best val': f'{run.metric} {_fmt(best)}',
+        'winner test acc': _winner_test(winner, 'accuracy'),
+        'winner test AUC': _winner_test(winner, 'auc'),
+        'seeds': str(seeds),
+    })
+  return pd.DataFrame(rows)
+
+
+def _winner_test(winner: pd.Series | None, name: str) -> str:
+  if winner is None or not winner.final_seeds:
+    return _NA
+  return _fmt_mean_std(winner[f'test_{name}_mean'], winner[f'test_{name}_std'])
+
+
+def _merged_csv(runs: Sequence[Run], boards: Sequence[pd.DataFrame]) -> pd.DataFrame:
+  """Every run's leaderboard, each row tagged with its run; ranks stay within a run."""
+  tagged = [board.assign(run=run.label, workdir=run.workdir) for run, board in zip(runs, boards)]
+  merged = pd.concat(tagged, ignore_index=True)
+  return merged[['run', 'workdir', *[c for c in merged.columns if c not in ('run', 'workdir')]]]
+
+
+def _comparison_markdown(runs: Sequence[Run], boards: Sequence[pd.DataFrame]) -> str:
+  lines = [f'# MedNAS comparison of {len(runs)} searches', '']
+  lines += _md_table(_runs_table(runs, boards))
+  lines += ['', 'Each run has its own leaderboard.md and report.html in its workdir.']
+  return '\n'.join(lines + _md_published(runs, boards)) + '\n'
+
+
+def _comparison_html(runs: Sequence[Run], boards: Sequence[pd.DataFrame], out_dir: str) -> str:
+  hrefs = [urllib.parse.quote(os.path.relpath(os.path.join(run.workdir, 'report.html'), out_dir))
+           for run in runs]
+  links = ''.join(f'<li><a href="{_e(href)}">{_e(run.label)}</a></li>'
+                  for run, href in zip(runs, hrefs))
+  body = ['<h2>Runs</h2>', _html_table(_runs_table(runs, boards)),
+          f'<p>Each run\'s own report:</p><ul>{links}</ul>']
+  if any(len(board) for board in boards):
+    body += ['<h2>Search progress</h2>',
+             _html_image(_plot_progress(runs), 'best-so-far validation metric per run'),
+             '<h2>Validation metric against size</h2>',
+             _html_image(_plot_pareto(runs, boards), 'Pareto front per run')]
+  else:
+    body.append('<p>No run has a trial that trained ok yet.</p>')
+  body += _html_published(runs, boards)
+  return _html_page(f'MedNAS comparison of {len(runs)} searches', body)
+
+
+# Writing.
+
+
+def _write(path: str, text: str) -> str:
+  """Writes via a temporary file, so that a reader never sees half a report."""
+  temporary = f'{path}.{os.getpid()}.tmp'
+  try:
+    with open(temporary, 'w', encoding='utf-8') as f:
+      f.write(text)
+    os.replace(temporary, path)
+  except OSError as e:
+    raise errors.UserError(f'cannot write {path}: {e.strerror}') from e
+  return path
+
+
+def _write_all(directory: str, markdown: str, table: pd.DataFrame, page: str) -> dict[str, str]:
+  return {'leaderboard.md': _write(os.path.join(directory, 'leaderboard.md'), markdown),
+          'leaderboard.csv': _write(os.path.join(directory, 'leaderboard.csv'),
+                                    table.to_csv(index=False)),
+          'report.html': _write(os.path.join(directory, 'report.html'), page)}
+
+
+def _write_run(run: Run, board: pd.DataFrame) -> dict[str, str]:
+  return _write_all(run.workdir, _run_markdown(run, board), board, _run_html(run, board))
+
+
+def write_report(workdirs: Sequence[str], out_dir: str | None = None) -> dict[str, str]:
+  """Writes the leaderboards and report of each workdir, and compares them if there are several.
+
+  Args:
+    workdirs: search workdirs, each holding a trials.sqlite.
+    out_dir: where the comparison goes; default `<parent of workdirs[0]>/comparison`. Given
+      explicitly, a comparison is written even for a single workdir.
+
+  Returns:
+    The paths written, keyed by file name ('report.html') for a single search without a
+    comparison, else '<run label>/<file name>' and 'comparison/<file name>'.
+
+  Raises:
+    errors.UserError: a workdir is not a search, or a file cannot be written.
+  """
+  if not workdirs:
+    raise errors.UserError('no workdir given: pass the --workdir of one or more searches')
+  runs = _unique_labels([load_run(workdir) for workdir in workdirs])
+  boards = [leaderboard(run) for run in runs]
+  if len(runs) == 1 and not out_dir:
+    return _write_run(runs[0], boards[0])
+  written = {}
+  for run, board in zip(runs, boards):
+    written.update({f'{run.label}/{name}': path
+                    for name, path in _write_run(run, board).items()})
+  out_dir = out_dir or os.path.join(os.path.dirname(os.path.abspath(workdirs[0])), 'comparison')
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+  except OSError as e:
+    raise errors.UserError(f'cannot create {out_dir}: {e.strerror}') from e
+  files = _write_all(out_dir, _comparison_markdown(runs, boards), _merged_csv(runs, boards),
+                     _comparison_html(runs, boards, out_dir))
+  written.update({f'comparison/{name}': path for name, path in files.items()})
+  return written
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) < 2:
+    raise app.UsageError('pass one or more search workdirs')
+  try:
+    written = write_report(argv[1:], _OUT.value)
+  except errors.UserError as e:
+    print(f'error: {e}'.replace('\n', ' '), file=sys.stderr)
+    sys.exit(2)
+  for path in written.values():
+    print(path)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,223 @@
+"""The search loop: ask a population, evaluate it (rung by rung), tell, store, repeat.
+
+The loop is deterministic for a fixed seed and config, and every finished trial is stored
+under its `(ask_index, fidelity)` key. Resuming re-runs the loop from the start: trials found
+in the store are told again without training, so the optimizer is rebuilt by replaying its
+own ask/tell history, and only the trials that were in flight are trained again.
+
+The search receives the training and validation splits only; the test split never reaches it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+
+from absl import logging
+import ml_collections
+import nevergrad as ng
+import tqdm
+
+import datasets
+from datasets import augment as augment_lib
+from models import counting
+from models.genotype import Genotype
+from nas import errors
+from nas import optimizers
+from nas import records
+from nas import space as space_lib
+from nas import train as train_lib
+from nas.store import TrialStore
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalContext:
+  """Everything an executor needs to train a candidate, apart from the candidate."""
+  train: datasets.Split
+  val: datasets.Split
+  num_classes: int
+  seed: int
+  train_config: ml_collections.ConfigDict
+  aug_config: augment_lib.AugmentConfig
+  metric: str
+
+
+def evaluate_candidate(genotype: Genotype, fidelity: int, ctx: EvalContext) -> records.TrainResult:
+  """Trains one candidate for `fidelity` epochs; what an executor runs."""
+  return train_lib.train_and_evaluate(
+      genotype, ctx.train, ctx.val, ctx.num_classes, fidelity, ctx.seed, ctx.train_config,
+      ctx.aug_config, ctx.metric).result
+
+
+class TooManyFailures(errors.UserError):
+  """Candidates keep failing: most likely the configuration, not the candidates."""
+
+
+_LIKELY_CAUSES = {
+    'RESOURCE_EXHAUSTED': 'out of memory: lower space.widths or space.batch_sizes',
+    'NonFiniteLoss': 'training diverges: lower space.learning_rates',
+    'CandidateTimeout': 'train.time_limit_s is too short for these candidates',
+}
+
+
+def _likely_cause(error: str) -> str:
+  for key, cause in _LIKELY_CAUSES.items():
+    if key in error:
+      return cause
+  return 'see the error; it is probably not the candidates but the code or the data'
+
+
+def loss_of(metrics: dict, metric: str, penalty: float) -> float:
+  """What the optimizer is told: 1 - metric, or the penalty when there is no valid metric."""
+  value = metrics.get(metric)
+  if value is None or not math.isfinite(value):
+    return penalty
+  return 1.0 - value
+
+
+class Search:
+  """One search over one search space, writing every trial to `store`."""
+
+  def __init__(self, config: ml_collections.ConfigDict, train: datasets.Split,
+               val: datasets.Split, num_classes: int, store: TrialStore, executor):
+    self.config = config
+    self.store = store
+    self.executor = executor
+    self.space = space_lib.SearchSpace(config.space, config.data.image_size,
+                                       config.data.channels, num_classes)
+    self.ctx = EvalContext(
+        train=train, val=val, num_classes=num_classes, seed=config.seed,
+        train_config=config.train, aug_config=augment_lib.AugmentConfig(**config.augment),
+        metric=config.search.metric)
+    self.rungs = tuple(config.search.fidelity.rungs) or (config.train.epochs,)
+    self._failures_in_a_row = 0
+
+  def run(self) -> list[records.Trial]:
+    cfg = self.config.search
+    budget = cfg.budget
+    if cfg.optimizer == 'grid':
+      budget = min(budget, self.space.grid_size())
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', ng.errors.InefficientSettingsWarning)
+      optimizer = optimizers.make(
+          cfg.optimizer, self.space.parametrization(self.config.seed), budget,
+          cfg.population, cfg.options.to_dict(), grid=self.space.grid())
+      self._loop(optimizer, budget)
+    return self.store.trials()
+
+  def _loop(self, optimizer, budget: int) -> None:
+    cfg = self.config.search
+    start = time.monotonic()
+    asked, generation, best = 0, 0, math.inf
+    with tqdm.tqdm(total=budget, desc=self.config.experiment, unit='cand') as bar:
+      while asked < budget:
+        if cfg.time_budget_s and time.monotonic() - start > cfg.time_budget_s:
+          logging.info('time budget of %gs reached after %d candidates', cfg.time_budget_s,
+                       asked)
+          break
+        candidates = [optimizer.ask() for _ in range(min(cfg.population, budget - asked))]
+        genotypes = [self.space.decode(c.value) for c in candidates]
+        losses = self._evaluate_generation(asked, generation, genotypes)
+        for candidate, loss in zip(candidates, losses):
+          optimizer.tell(candidate, loss)
+        asked += len(candidates)
+        generation += 1
+        best = min([best, *losses])
+        bar.update(len(candidates))
+        bar.set_postfix(best_val=f'{1 - best:.4f}' if best < cfg.penalty else 'none')
+
+  def _evaluate_generation(self, first_ask: int, generation: int,
+                           genotypes: list[Genotype]) -> list[float]:
+    """Successive halving over the rungs; each candidate's loss is from its highest rung."""
+    eta = self.config.search.fidelity.eta
+    losses = [self.config.search.penalty] * len(genotypes)
+    alive = list(range(len(genotypes)))
+    for rung, fidelity in enumerate(self.rungs):
+      trials = self._evaluate([(first_ask + i, genotypes[i]) for i in alive], fidelity,
+                              generation)
+      for i, trial in zip(alive, trials):
+        losses[i] = trial.loss
+      scored = [i for i, trial in zip(alive, trials) if trial.metrics]
+      alive = sorted(scored, key=lambda i: (losses[i], i))[:math.ceil(len(alive) / eta)]
+      if not alive:
+        break
+    return losses
+
+  def _evaluate(self, items: list[tuple[int, Genotype]], fidelity: int,
+                generation: int) -> list[records.Trial]:
+    """Stored, rejected, duplicate or trained: one trial per item, in item order."""
+    trials: dict[int, records.Trial] = {}
+    waiting: dict[str, list[tuple[int, Genotype]]] = {}
+    futures = {}
+    for ask_index, genotype in items:
+      stored = self.store.trial_at(ask_index, fidelity)
+      if stored:
+        if stored.genotype_hash != genotype.hash:
+          raise errors.UserError(
+              f'the stored search does not replay: candidate {ask_index} was '
+              f'{stored.genotype_hash}, now {genotype.hash}; the code or the config changed '
+              'since it was started, so start a new --workdir')
+        trials[ask_index] = stored
+        continue
+      reason = self.space.violation(genotype)
+      if reason:
+        trials[ask_index] = self._record(ask_index, fidelity, generation, genotype,
+                                         status=records.REJECTED, error=reason)
+        continue
+      source = self.store.trained(genotype.hash, fidelity)
+      if source:
+        trials[ask_index] = self._record_duplicate(ask_index, generation, genotype, source)
+        continue
+      if genotype.hash not in waiting:
+        futures[genotype.hash] = self.executor.submit(evaluate_candidate, genotype, fidelity,
+                                                      self.ctx)
+      waiting.setdefault(genotype.hash, []).append((ask_index, genotype))
+
+    for genotype_hash, future in futures.items():
+      (ask_index, genotype), *copies = waiting[genotype_hash]
+      source = self._record_trained(ask_index, fidelity, generation, genotype, future.result())
+      trials[ask_index] = source
+      for copy_index, copy in copies:
+        trials[copy_index] = self._record_duplicate(copy_index, generation, copy, source)
+    return [trials[ask_index] for ask_index, _ in items]
+
+  def _record_trained(self, ask_index: int, fidelity: int, generation: int,
+                      genotype: Genotype, result: records.TrainResult) -> records.Trial:
+    counts = counting.count(genotype, self.config.data.image_size, self.config.data.channels,
+                            self.ctx.num_classes)
+    trial = self._record(
+        ask_index, fidelity, generation, genotype, status=result.status,
+        metrics=result.metrics, history=result.history, error=result.error,
+        params=counts.params, flops=counts.flops, train_seconds=result.train_seconds,
+        compile_seconds=result.compile_seconds)
+    self._count_failure(trial)
+    return trial
+
+  def _record_duplicate(self, ask_index: int, generation: int, genotype: Genotype,
+                        source: records.Trial) -> records.Trial:
+    return self._record(
+        ask_index, source.fidelity, generation, genotype, status=records.DUPLICATE,
+        metrics=source.metrics, history=source.history, error=source.error,
+        params=source.params, flops=source.flops, source_trial=source.id)
+
+  def _record(self, ask_index: int, fidelity: int, generation: int, genotype: Genotype,
+              status: str, metrics: dict | None = None, **fields) -> records.Trial:
+    metrics = metrics or {}
+    return self.store.add_trial(records.Trial(
+        ask_index=ask_index, fidelity=fidelity, genotype_hash=genotype.hash,
+        genotype=genotype.to_json(), description=genotype.describe(), status=status,
+        loss=loss_of(metrics, self.config.search.metric, self.config.search.penalty),
+        metrics=metrics, seed=self.config.seed, generation=generation, **fields))
+
+  def _count_failure(self, trial: records.Trial) -> None:
+    if trial.status != records.FAILED:
+      self._failures_in_a_row = 0
+      return
+    self._failures_in_a_row += 1
+    limit = self.config.search.max_consecutive_failures
+    if limit and self._failures_in_a_row >= limit:
+      raise TooManyFailures(
+          f'{self._failures_in_a_row} candidates failed in a row, last with '
+          f'"{trial.error.splitlines()[0] if trial.error else "?"}"; likely cause: '
+          f'{_likely_cause(trial.error)}; the finished trials are kept in the store')

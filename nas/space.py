@@ -1,0 +1,131 @@
+"""The search space: config choices -> a Nevergrad parametrization -> genotypes.
+
+Every gene with more than one allowed value is one coordinate z of an unbounded vector; a gene
+with n values reads value floor(Phi(z) * n), Phi the standard normal CDF. Nevergrad optimizers
+start from standard normal samples, which Phi maps to uniform choices, so random search and
+the first swarm or population cover every value equally. One flat array is what PSO, DE and
+CMA move in natively and what discrete optimizers mutate coordinate-wise, and it costs
+Nevergrad microseconds per candidate, where a tree of `Choice` parameters costs about 100 ms.
+Numeric values are listed in increasing order, so neighbouring coordinates are neighbouring
+values; names have no order, which continuous optimizers tolerate.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterator
+
+import ml_collections
+import nevergrad as ng
+import numpy as np
+from scipy import special
+
+from models import counting
+from models.genotype import Genotype, Stage, TrainGenes
+
+# Gene name -> the config field listing its allowed values.
+_GLOBAL_GENES = {
+    'stem_width': 'stem_widths',
+    'stem_stride': 'stem_strides',
+    'norm': 'norms',
+    'activation': 'activations',
+    'dropout': 'dropouts',
+}
+_TRAIN_GENES = {
+    'learning_rate': 'learning_rates',
+    'weight_decay': 'weight_decays',
+    'batch_size': 'batch_sizes',
+    'augment': 'augments',
+    'label_smoothing': 'label_smoothings',
+}
+_STAGE_GENES = {
+    'num_cells': 'num_cells',
+    'cell': 'cells',
+    'kernel': 'kernels',
+    'width': 'widths',
+    'dilation': 'dilations',
+    'attention': 'attention',
+    'downsample': 'downsample',
+}
+
+
+class SearchSpace:
+  """The genotypes an experiment may propose, and the cheap checks that reject bad ones."""
+
+  def __init__(self, space: ml_collections.ConfigDict, image_size: int, channels: int,
+               num_classes: int):
+    self.config = space
+    self.image_size = image_size
+    self.channels = channels
+    self.num_classes = num_classes
+    self.choices: dict[str, tuple[Any, ...]] = {}
+    for gene, field in {**_GLOBAL_GENES, **_TRAIN_GENES}.items():
+      self._add(gene, space[field])
+    for i in range(space.num_stages):
+      for gene, field in _STAGE_GENES.items():
+        self._add(f's{i}.{gene}', space[field])
+
+  def _add(self, gene: str, values) -> None:
+    values = tuple(values)
+    if not values:
+      raise ValueError(f'search space gene {gene!r} has no allowed values')
+    self.choices[gene] = values
+
+  @property
+  def searched(self) -> list[str]:
+    """The genes with more than one allowed value."""
+    return [g for g, v in self.choices.items() if len(v) > 1]
+
+  def parametrization(self, seed: int) -> ng.p.Array:
+    param = ng.p.Array(shape=(max(1, len(self.searched)),))
+    param.random_state.seed(seed)
+    return param
+
+  def genes(self, vector: np.ndarray) -> dict[str, Any]:
+    """The value of every gene at a point of the search vector space."""
+    genes = {g: v[0] for g, v in self.choices.items()}
+    for gene, x in zip(self.searched, special.ndtr(np.asarray(vector, dtype=np.float64))):
+      values = self.choices[gene]
+      genes[gene] = values[min(int(x * len(values)), len(values) - 1)]
+    return genes
+
+  def encode(self, genes: dict[str, Any]) -> np.ndarray:
+    """The point in the middle of each gene's interval that decodes to `genes`."""
+    return special.ndtri(np.array([(self.choices[g].index(genes[g]) + 0.5) / len(self.choices[g])
+                                   for g in self.searched] or [0.5]))
+
+  def decode(self, vector: np.ndarray) -> Genotype:
+    """The genotype at a point; genes not searched take their single value."""
+    genes = self.genes(vector)
+    stages = tuple(
+        Stage(**{name: genes[f's{i}.{name}'] for name in _STAGE_GENES})
+        for i in range(self.config.num_stages))
+    return Genotype(
+        stages=stages,
+        train=TrainGenes(**{name: genes[name] for name in _TRAIN_GENES}),
+        **{name: genes[name] for name in _GLOBAL_GENES})
+
+  def grid(self) -> Iterator[np.ndarray]:
+    """A point for every combination of the searched genes' values, in a fixed order."""
+    searched = self.searched
+    for combo in itertools.product(*(self.choices[g] for g in searched)):
+      yield self.encode(dict(zip(searched, combo)))
+
+  def grid_size(self) -> int:
+    size = 1
+    for gene in self.searched:
+      size *= len(self.choices[gene])
+    return size
+
+  def violation(self, genotype: Genotype) -> str:
+    """Why the genotype may not be trained, or '' if it may. Cheap: nothing compiles."""
+    sizes = counting.feature_sizes(genotype, self.image_size)
+    if min(sizes) < self.config.min_feature_size:
+      return (f'feature map shrinks to {min(sizes)}x{min(sizes)} '
+              f'(minimum {self.config.min_feature_size}) at {self.image_size}px')
+    if self.config.max_params or self.config.max_flops:
+      counts = counting.count(genotype, self.image_size, self.channels, self.num_classes)
+      if self.config.max_params and counts.params > self.config.max_params:
+        return f'{counts.params:,} parameters > budget {self.config.max_params:,}'
+      if self.config.max_flops and counts.flops > self.config.max_flops:
+        return f'{counts.flops:,} FLOPs > budget {self.config.max_flops:,}'
+    return ''

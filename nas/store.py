@@ -1,0 +1,179 @@
+"""The trial store: one SQLite file per search, every change in a transaction.
+
+SQLite in WAL mode lets a report read while a search writes, and a transaction either lands
+whole or not at all, so killing a search at any moment loses at most the trials in flight.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sqlite3
+import time
+from typing import Any, Iterator
+
+from nas import errors
+from nas import records
+
+FILENAME = 'trials.sqlite'
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  ask_index INTEGER NOT NULL,
+  fidelity INTEGER NOT NULL,
+  genotype_hash TEXT NOT NULL,
+  genotype TEXT NOT NULL,
+  description TEXT NOT NULL,
+  status TEXT NOT NULL,
+  loss REAL NOT NULL,
+  metrics TEXT NOT NULL,
+  history TEXT NOT NULL,
+  params INTEGER NOT NULL,
+  flops INTEGER NOT NULL,
+  seed INTEGER NOT NULL,
+  generation INTEGER NOT NULL,
+  train_seconds REAL NOT NULL,
+  compile_seconds REAL NOT NULL,
+  error TEXT NOT NULL,
+  source_trial INTEGER,
+  created REAL NOT NULL,
+  UNIQUE (ask_index, fidelity)
+);
+CREATE INDEX IF NOT EXISTS trials_by_hash ON trials (genotype_hash, fidelity);
+CREATE TABLE IF NOT EXISTS final (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  genotype_hash TEXT NOT NULL,
+  genotype TEXT NOT NULL,
+  description TEXT NOT NULL,
+  seed INTEGER NOT NULL,
+  epochs INTEGER NOT NULL,
+  val_metrics TEXT NOT NULL,
+  test_metrics TEXT NOT NULL,
+  params INTEGER NOT NULL,
+  flops INTEGER NOT NULL,
+  train_seconds REAL NOT NULL,
+  checkpoint TEXT NOT NULL,
+  created REAL NOT NULL,
+  UNIQUE (genotype_hash, seed)
+);
+"""
+
+_JSON_FIELDS = {'metrics', 'history', 'val_metrics', 'test_metrics'}
+
+
+def _encode(record) -> dict[str, Any]:
+  row = dataclasses.asdict(record)
+  for key in _JSON_FIELDS & row.keys():
+    row[key] = json.dumps(row[key], sort_keys=True)
+  row.pop('id')
+  row['created'] = time.time()
+  return row
+
+
+def _decode(cls, row: sqlite3.Row):
+  values = dict(row)
+  for key in _JSON_FIELDS & values.keys():
+    values[key] = json.loads(values[key])
+  if 'history' in values:
+    values['history'] = tuple(values['history'])
+  return cls(**values)
+
+
+class TrialStore:
+  """All trials and final evaluations of one search, in `<workdir>/trials.sqlite`."""
+
+  def __init__(self, workdir: str, create: bool = False):
+    self.path = os.path.join(workdir, FILENAME)
+    if not create and not os.path.exists(self.path):
+      raise errors.UserError(
+          f'{workdir} is not a search workdir (no {FILENAME}); '
+          'pass the --workdir of an earlier search, or drop --resume to start a new one')
+    try:
+      if create:
+        os.makedirs(workdir, exist_ok=True)
+      self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+      self._db.row_factory = sqlite3.Row
+      self._db.execute('PRAGMA journal_mode=WAL')
+      self._db.execute('PRAGMA synchronous=NORMAL')
+      if create:
+        self._db.executescript(f'BEGIN; {_SCHEMA} COMMIT;')
+      else:
+        self._db.execute('SELECT count(*) FROM trials').fetchone()
+    except (sqlite3.Error, OSError) as e:
+      raise errors.UserError(f'cannot open the trial store {self.path}: {e}') from e
+
+  @contextlib.contextmanager
+  def _transaction(self) -> Iterator[None]:
+    self._db.execute('BEGIN IMMEDIATE')
+    try:
+      yield
+    except BaseException:
+      self._db.execute('ROLLBACK')
+      raise
+    self._db.execute('COMMIT')
+
+  def close(self) -> None:
+    self._db.close()
+
+  def __enter__(self) -> TrialStore:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  # Metadata: the experiment name and the resolved config the search was started with.
+
+  def meta(self) -> dict[str, str]:
+    return {r['key']: r['value'] for r in self._db.execute('SELECT key, value FROM meta')}
+
+  def set_meta(self, **values: str) -> None:
+    with self._transaction():
+      self._db.executemany('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)',
+                           values.items())
+
+  # Trials.
+
+  def _insert(self, table: str, record):
+    row = _encode(record)
+    columns = ', '.join(row)
+    marks = ', '.join('?' * len(row))
+    with self._transaction():
+      cursor = self._db.execute(f'INSERT INTO {table} ({columns}) VALUES ({marks})',
+                                tuple(row.values()))
+    return dataclasses.replace(record, id=cursor.lastrowid, created=row['created'])
+
+  def add_trial(self, trial: records.Trial) -> records.Trial:
+    return self._insert('trials', trial)
+
+  def trial_at(self, ask_index: int, fidelity: int) -> records.Trial | None:
+    row = self._db.execute('SELECT * FROM trials WHERE ask_index = ? AND fidelity = ?',
+                           (ask_index, fidelity)).fetchone()
+    return _decode(records.Trial, row) if row else None
+
+  def trained(self, genotype_hash: str, fidelity: int) -> records.Trial | None:
+    """The trial that trained this genotype at this fidelity, if any (ok or failed)."""
+    row = self._db.execute(
+        'SELECT * FROM trials WHERE genotype_hash = ? AND fidelity = ? AND status IN (?, ?) '
+        'ORDER BY id LIMIT 1',
+        (genotype_hash, fidelity, records.OK, records.FAILED)).fetchone()
+    return _decode(records.Trial, row) if row else None
+
+  def trials(self) -> list[records.Trial]:
+    return [_decode(records.Trial, r) for r in self._db.execute('SELECT * FROM trials ORDER BY id')]
+
+  # Final evaluations: retrained top genotypes, tested once.
+
+  def add_final(self, result: records.FinalResult) -> records.FinalResult:
+    return self._insert('final', result)
+
+  def final_at(self, genotype_hash: str, seed: int) -> records.FinalResult | None:
+    row = self._db.execute('SELECT * FROM final WHERE genotype_hash = ? AND seed = ?',
+                           (genotype_hash, seed)).fetchone()
+    return _decode(records.FinalResult, row) if row else None
+
+  def finals(self) -> list[records.FinalResult]:
+    return [_decode(records.FinalResult, r)
+            for r in self._db.execute('SELECT * FROM final ORDER BY id')]

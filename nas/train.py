@@ -1,0 +1,288 @@
+"""Training and evaluation of one genotype: optax, a pure jitted train step, data parallel.
+
+Modelled on Flax's examples/imagenet/train.py. The batch is sharded over every local device
+along the `data` axis of a mesh and the state is replicated, so one device is plain jit and
+many devices are data parallel with the same code. Learning rate, weight decay, label
+smoothing and augmentation strength enter the step as traced scalars: genotypes that differ
+only in training hyperparameters share one compiled step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+import traceback
+from typing import Any, Callable
+
+from absl import logging
+from flax.training import train_state
+import jax
+from jax.sharding import NamedSharding, PartitionSpec
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+import datasets
+from datasets import augment as augment_lib
+from datasets import pipeline
+import models
+from models.genotype import Genotype, TrainGenes
+from nas import metrics as metrics_lib
+from nas import records
+
+Variables = dict[str, Any]
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any
+
+
+class CandidateTimeout(Exception):
+  """The candidate ran past `train.time_limit_s`."""
+
+
+class NonFiniteLoss(Exception):
+  """The training loss became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Steps:
+  """The compiled functions of one architecture; shared by genotypes that differ in TrainGenes."""
+  model: Any
+  init: Callable
+  train_step: Callable
+  eval_step: Callable
+
+
+def preprocess(images: jax.Array) -> jax.Array:
+  """uint8 images -> float32 in [0, 1]; the stem's normalisation takes care of scale."""
+  return images.astype(jnp.float32) / 255.0
+
+
+def _decay_mask(params):
+  """Decay kernels only: biases and normalisation scales are not regularised."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def _direction(optimizer: str, momentum: float) -> optax.GradientTransformation:
+  """The update direction before the learning rate and decoupled weight decay are applied."""
+  if optimizer == 'adamw':
+    return optax.scale_by_adam()
+  if optimizer == 'sgd':
+    return optax.trace(decay=momentum, nesterov=True)
+  raise ValueError(f'unknown train.optimizer {optimizer!r}; choose adamw or sgd')
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array,
+               hparams: dict[str, jax.Array], *, aug_config: augment_lib.AugmentConfig,
+               num_classes: int) -> tuple[TrainState, jax.Array]:
+  """One optimisation step on one (globally sharded) batch. Pure: same inputs, same outputs."""
+  aug_key, dropout_key = jax.random.split(key)
+  images = augment_lib.augment(aug_key, preprocess(batch['image']), hparams['augment'],
+                               aug_config)
+  targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], num_classes),
+                                hparams['label_smoothing'])
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
+        rngs={'dropout': dropout_key}, mutable=['batch_stats'])
+    loss = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
+    return loss, updates['batch_stats']
+
+  (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  direction, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  updates = jax.tree.map(
+      lambda d, p, decay: -hparams['learning_rate'] * (d + decay * hparams['weight_decay'] * p),
+      direction, state.params, _decay_mask(state.params))
+  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                        opt_state=opt_state, batch_stats=batch_stats)
+  return state, loss
+
+
+def eval_step(state: TrainState, images: jax.Array) -> jax.Array:
+  logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
+                          preprocess(images), train=False)
+  return jax.nn.softmax(logits.astype(jnp.float32))
+
+
+def _mesh() -> jax.sharding.Mesh:
+  return jax.make_mesh((jax.device_count(),), ('data',))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(architecture: Genotype, num_classes: int, dtype: str, optimizer: str,
+              momentum: float, aug_config: augment_lib.AugmentConfig) -> _Steps:
+  """jit-wrapped steps per architecture; jax caches the executables per input shape."""
+  model = models.build(architecture, num_classes, dtype=jnp.dtype(dtype))
+  tx = _direction(optimizer, momentum)
+  mesh = _mesh()
+  replicated = NamedSharding(mesh, PartitionSpec())
+  batch_sharded = NamedSharding(mesh, PartitionSpec('data'))
+
+  def init(key, image_shape):
+    variables = model.init({'params': key, 'dropout': key}, jnp.zeros(image_shape), train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                             batch_stats=variables.get('batch_stats', {}))
+
+  step = functools.partial(train_step, aug_config=aug_config, num_classes=num_classes)
+  return _Steps(
+      model=model,
+      init=jax.jit(init, static_argnums=1, out_shardings=replicated),
+      train_step=jax.jit(step, in_shardings=(replicated, batch_sharded, replicated, replicated),
+                         out_shardings=(replicated, replicated), donate_argnums=0),
+      eval_step=jax.jit(eval_step, in_shardings=(replicated, batch_sharded),
+                        out_shardings=replicated))
+
+
+def _learning_rates(train_cfg: ml_collections.ConfigDict, peak: float,
+                    steps_per_epoch: int, epochs: int) -> np.ndarray:
+  """The learning rate of every step, computed once on the host."""
+  total = max(1, steps_per_epoch * epochs)
+  warmup = int(train_cfg.warmup_epochs * steps_per_epoch)
+  schedules = {
+      'cosine': lambda: optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total),
+      'onecycle': lambda: optax.cosine_onecycle_schedule(total, peak),
+      'constant': lambda: optax.constant_schedule(peak),
+  }
+  if train_cfg.schedule not in schedules:
+    raise ValueError(f'unknown train.schedule {train_cfg.schedule!r}; '
+                     f'choose one of {", ".join(schedules)}')
+  return np.asarray(jax.vmap(schedules[train_cfg.schedule]())(jnp.arange(total)), np.float32)
+
+
+def _batch_size(genes: TrainGenes, num_train: int) -> int:
+  """The genotype's batch size, shrunk to fit a small training set, a multiple of the devices."""
+  devices = jax.device_count()
+  size = min(genes.batch_size, num_train)
+  size -= size % devices
+  if size < devices:
+    raise ValueError(f'{num_train} training images cannot fill one batch on {devices} devices')
+  return size
+
+
+def evaluate(state: TrainState, steps: _Steps, split: datasets.Split,
+             batch_size: int) -> dict[str, Any]:
+  """Metrics of the state on a whole split (padding rows are dropped before scoring)."""
+  batch_size = max(jax.device_count(), batch_size - batch_size % jax.device_count())
+  probs = []
+  for batch in pipeline.eval_batches(split, batch_size):
+    out = np.asarray(steps.eval_step(state, batch['image']))
+    probs.append(out[batch['mask']])
+  probs = np.concatenate(probs)
+  result = metrics_lib.classification_metrics(split.labels, probs)
+  picked = probs[np.arange(len(probs)), split.labels]
+  result['loss'] = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+  return result
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """A trained network: its result, and what is needed to evaluate or save it."""
+  result: records.TrainResult
+  state: TrainState | None
+  steps: _Steps | None
+
+
+def train_and_evaluate(genotype: Genotype, train: datasets.Split, val: datasets.Split,
+                       num_classes: int, epochs: int, seed: int,
+                       train_cfg: ml_collections.ConfigDict,
+                       aug_config: augment_lib.AugmentConfig,
+                       metric: str = 'accuracy') -> Trained:
+  """Trains `genotype` for `epochs` on `train`, scoring `val` after every epoch.
+
+  Never raises for a bad candidate: exceptions, non-finite losses, out-of-memory and time
+  limits become a failed result carrying the error, because failures are data.
+  """
+  start = time.monotonic()
+  history: list[dict[str, float]] = []
+  timing = {'compile': 0.0}
+  try:
+    state, steps, best = _fit(genotype, train, val, num_classes, epochs, seed, train_cfg,
+                              aug_config, metric, history, timing, start)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning('candidate %s failed: %s', genotype.hash, e)
+    logging.debug('%s', traceback.format_exc())
+    return Trained(records.TrainResult(
+        status=records.FAILED, metrics={}, history=tuple(history), epochs_run=len(history),
+        train_seconds=time.monotonic() - start, compile_seconds=timing['compile'],
+        error=f'{type(e).__name__}: {e}'[:2000]), None, None)
+  return Trained(records.TrainResult(
+      status=records.OK, metrics=best, history=tuple(history), epochs_run=len(history),
+      train_seconds=time.monotonic() - start, compile_seconds=timing['compile']), state, steps)
+
+
+def _fit(genotype, train, val, num_classes, epochs, seed, train_cfg, aug_config, metric,
+         history, timing, start):
+  """The training loop; raises on failure. Fills `history` and `timing` as it goes."""
+  architecture = dataclasses.replace(genotype, train=TrainGenes())
+  steps = _compiled(architecture, num_classes, train_cfg.dtype, train_cfg.optimizer,
+                    float(train_cfg.momentum), aug_config)
+  genes = genotype.train
+  batch_size = _batch_size(genes, len(train.labels))
+  steps_per_epoch = len(train.labels) // batch_size
+  learning_rates = _learning_rates(train_cfg, genes.learning_rate, steps_per_epoch, epochs)
+  hparams = {k: jnp.float32(v) for k, v in dict(
+      weight_decay=genes.weight_decay, label_smoothing=genes.label_smoothing,
+      augment=genes.augment).items()}
+  # Threefry initialisation compiles 4x slower on CPU than RBG, and an init is computed
+  # whole on every device, so RBG's stream cannot depend on the device count. Steps keep
+  # threefry, whose bits are the same however the batch is sharded.
+  init_key = jax.random.key(seed, impl='rbg')
+  step_key = jax.random.key(seed)
+
+  compile_start = time.monotonic()
+  state = steps.init(init_key, (1,) + train.images.shape[1:])
+  timing['compile'] += time.monotonic() - compile_start
+
+  best, best_state, since_best = None, None, 0
+  global_step = 0
+  for epoch in range(epochs):
+    losses = []
+    for batch in pipeline.train_batches(train, batch_size, seed, epoch):
+      step_start = time.monotonic()
+      state, loss = steps.train_step(
+          state, batch, jax.random.fold_in(step_key, global_step),
+          {**hparams, 'learning_rate': jnp.float32(learning_rates[global_step])})
+      losses.append(loss)
+      if global_step == 0:
+        jax.block_until_ready(loss)
+        timing['compile'] += time.monotonic() - step_start
+      global_step += 1
+      if global_step % 20 == 0:
+        _check_finite(losses[-1], global_step)
+      _check_time(train_cfg, start)
+    train_loss = float(np.mean(jax.device_get(losses)))
+    _check_finite(train_loss, global_step)
+    scores = evaluate(state, steps, val, train_cfg.eval_batch_size)
+    history.append({'epoch': epoch + 1, 'train_loss': train_loss, 'val_loss': scores['loss'],
+                    **{m: scores[m] for m in metrics_lib.FITNESS_METRICS}})
+    logging.info('%s epoch %d: train loss %.4f, val %s %.4f', genotype.hash, epoch + 1,
+                 train_loss, metric, scores[metric])
+    if best is None or scores[metric] > best[metric]:
+      best, since_best = scores, 0
+      if train_cfg.patience:
+        best_state = jax.device_get(state)
+    else:
+      since_best += 1
+      if train_cfg.patience and since_best >= train_cfg.patience:
+        logging.info('%s: early stop after epoch %d', genotype.hash, epoch + 1)
+        break
+  if train_cfg.patience:
+    state = jax.device_put(best_state, NamedSharding(_mesh(), PartitionSpec()))
+  else:
+    best = scores
+  return state, steps, best
+
+
+def _check_finite(loss, step: int) -> None:
+  if not math.isfinite(float(loss)):
+    raise NonFiniteLoss(f'loss became {float(loss)} by step {step}; '
+                        'lower the learning rate or check the data')
+
+
+def _check_time(train_cfg: ml_collections.ConfigDict, start: float) -> None:
+  if train_cfg.time_limit_s and time.monotonic() - start > train_cfg.time_limit_s:
+    raise CandidateTimeout(f'ran past the time limit of {train_cfg.time_limit_s:g}s')

@@ -1,0 +1,106 @@
+"""`launch.py` end to end: the synthetic search, the real-data smoke search, and bad input."""
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA_DIR = os.environ.get('MEDNAS_DATA_DIR', os.path.join(ROOT, 'data'))
+
+
+def _launch(*args, cache_dir=None):
+  env = dict(os.environ)
+  if cache_dir:
+    env['MEDNAS_CACHE_DIR'] = str(cache_dir)
+  return subprocess.run([sys.executable, 'launch.py', *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
+
+
+def _assert_one_line_error(result, *fragments):
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  lines = [l for l in result.stderr.splitlines() if l.startswith('error: ')]
+  assert len(lines) == 1, result.stderr[-3000:]
+  for fragment in fragments:
+    assert fragment in lines[0]
+
+
+@pytest.fixture(scope='module')
+def synthetic_search(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('search') / 'run'
+  result = _launch('--experiment=pso_synthetic', '--preset=smoke', f'--workdir={workdir}',
+                   cache_dir=tmp_path_factory.mktemp('cache'))
+  assert result.returncode == 0, result.stderr[-5000:]
+  return workdir
+
+
+def test_synthetic_search_writes_store_leaderboard_and_report(synthetic_search):
+  for name in ('trials.sqlite', 'leaderboard.md', 'leaderboard.csv', 'report.html'):
+    assert (synthetic_search / name).exists(), name
+  board = pd.read_csv(synthetic_search / 'leaderboard.csv')
+  assert len(board) >= 2
+  with sqlite3.connect(synthetic_search / 'trials.sqlite') as db:
+    statuses = dict(db.execute('SELECT status, count(*) FROM trials GROUP BY status'))
+    accuracies = [json.loads(m).get('accuracy', 0) for (m,) in db.execute(
+        "SELECT metrics FROM trials WHERE status = 'ok'")]
+    finals = db.execute('SELECT test_metrics FROM final').fetchall()
+  assert statuses.get('ok', 0) >= 4
+  assert max(accuracies) > 0.7  # 4 classes: chance is 0.25
+  assert len(finals) == 2  # top 1 genotype x 2 seeds, each tested once
+  assert all(json.loads(m)['num_examples'] > 0 for (m,) in finals)
+
+
+def test_resume_with_a_different_config_refuses_and_keeps_the_store(synthetic_search):
+  before = (synthetic_search / 'trials.sqlite').read_bytes()
+  result = _launch(f'--workdir={synthetic_search}', '--resume', '--config.search.budget=99')
+  _assert_one_line_error(result, 'different config', 'search.budget')
+  assert (synthetic_search / 'trials.sqlite').read_bytes() == before
+
+
+def test_new_search_in_a_used_workdir_refuses(synthetic_search):
+  result = _launch('--experiment=pso_synthetic', '--preset=smoke',
+                   f'--workdir={synthetic_search}')
+  _assert_one_line_error(result, 'already holds a search', '--resume')
+
+
+@pytest.mark.parametrize('args, fragments', [
+    (['--experiment=pso_brain_mr'], ['unknown experiment', 'pso_brain_mri']),
+    (['--experiment=pso_synthetic', '--config.search.budgt=3'], ['did you mean budget']),
+    (['--experiment=pso_synthetic', '--config.search.budget=many'], ['cannot read']),
+    (['--experiment=pso_synthetic', '--preset=huge'], ['unknown preset']),
+    (['--experiment=pso_brain_mri', '--data_dir=/nonexistent/mednas'], ['/nonexistent']),
+    (['--experimnt=pso_synthetic'], ['experimnt']),
+])
+def test_bad_input_is_one_line(tmp_path, args, fragments):
+  result = _launch(*args, f'--workdir={tmp_path / "w"}')
+  _assert_one_line_error(result, *fragments)
+  assert not (tmp_path / 'w' / 'trials.sqlite').exists()
+
+
+def test_resume_of_a_directory_that_is_not_a_search(tmp_path):
+  result = _launch(f'--workdir={tmp_path}', '--resume')
+  _assert_one_line_error(result, 'not a search workdir')
+
+
+def test_list_experiments():
+  result = _launch('--list_experiments')
+  assert result.returncode == 0
+  assert 'pso_brain_mri' in result.stdout.split()
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(DATA_DIR, 'brain_tumor_mri')),
+                    reason=f'brain tumour MRI data not found under {DATA_DIR} '
+                           '(link ../shared/data to ./data or set MEDNAS_DATA_DIR)')
+def test_smoke_search_on_real_brain_mri(tmp_path):
+  result = _launch('--experiment=pso_brain_mri', '--preset=smoke',
+                   f'--workdir={tmp_path / "run"}', f'--data_dir={DATA_DIR}')
+  assert result.returncode == 0, result.stderr[-5000:]
+  board = pd.read_csv(tmp_path / 'run' / 'leaderboard.csv')
+  assert len(board) >= 1
+  with sqlite3.connect(tmp_path / 'run' / 'trials.sqlite') as db:
+    (test_metrics,), = db.execute('SELECT test_metrics FROM final').fetchall()
+  assert json.loads(test_metrics)['num_examples'] == 1311

@@ -1,0 +1,47 @@
+"""Metrics agree with scikit-learn and with hand counts."""
+import numpy as np
+from sklearn import metrics as skm
+
+from nas import metrics
+
+
+def _predictions(seed, n=200, k=4):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, k, n)
+  logits = rng.normal(size=(n, k)) + 2.0 * np.eye(k)[labels] * rng.random((n, 1))
+  probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+  return labels, probs
+
+
+def test_agree_with_sklearn():
+  for seed in range(3):
+    labels, probs = _predictions(seed)
+    preds = probs.argmax(axis=1)
+    result = metrics.classification_metrics(labels, probs)
+    assert np.isclose(result['accuracy'], skm.accuracy_score(labels, preds))
+    assert np.isclose(result['balanced_accuracy'], skm.balanced_accuracy_score(labels, preds))
+    assert np.isclose(result['macro_f1'], skm.f1_score(labels, preds, average='macro'))
+    assert np.isclose(result['auc'], skm.roc_auc_score(labels, probs, multi_class='ovr'))
+    assert np.allclose(result['sensitivity'], skm.recall_score(labels, preds, average=None))
+    assert result['confusion_matrix'] == skm.confusion_matrix(labels, preds).tolist()
+    assert result['num_examples'] == len(labels)
+
+
+def test_specificity_by_hand():
+  labels = np.array([0, 0, 1, 1, 2, 2])
+  preds = np.array([0, 1, 1, 1, 2, 0])
+  probs = np.eye(3)[preds]
+  result = metrics.classification_metrics(labels, probs)
+  # class 0: negatives are 4 samples (1, 1, 2, 2), one of them (the last) predicted 0.
+  assert np.allclose(result['specificity'], [3 / 4, 3 / 4, 1.0])
+  assert np.allclose(result['sensitivity'], [1 / 2, 1.0, 1 / 2])
+
+
+def test_binary_auc_and_absent_class():
+  labels = np.array([0, 0, 1, 1])
+  probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.35, 0.65], [0.2, 0.8]])
+  result = metrics.classification_metrics(labels, probs)
+  assert np.isclose(result['auc'], skm.roc_auc_score(labels, probs[:, 1]))
+  one_class = metrics.classification_metrics(np.array([1, 1]), probs[:2])
+  assert np.isnan(one_class['auc'])
+  assert one_class['sensitivity'][0] is None

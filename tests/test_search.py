@@ -1,0 +1,139 @@
+"""The search loop with a fast stand-in for training: dedup, rejection, rungs, replay."""
+import collections
+
+import numpy as np
+import pytest
+
+import datasets
+import experiments
+from models.genotype import Genotype
+from nas import executors
+from nas import records
+from nas import search as search_lib
+from nas.store import TrialStore
+
+
+def _fake_train(calls):
+  """Accuracy that depends on the genotype and grows with epochs; counts every training."""
+  def evaluate(genotype: Genotype, fidelity: int, ctx) -> records.TrainResult:
+    del ctx
+    calls.append((genotype.hash, fidelity))
+    size = sum(s.num_cells * s.width for s in genotype.canonical().stages)
+    accuracy = min(0.99, 0.3 + 0.4 * (size % 97) / 97 + 0.05 * fidelity)
+    metrics = {'accuracy': accuracy, 'balanced_accuracy': accuracy, 'macro_f1': accuracy,
+               'auc': accuracy}
+    return records.TrainResult(records.OK, metrics, ({'epoch': fidelity},), fidelity, 0.1, 0.0)
+  return evaluate
+
+
+def _config(**search):
+  config = experiments.get_config('pso_synthetic', 'smoke')
+  config.search.update(search)
+  return config
+
+
+def _tiny_split(n=8):
+  return datasets.Split(np.zeros((n, 16, 16, 1), np.uint8), np.arange(n, dtype=np.int32) % 4,
+                        tuple(str(i) for i in range(n)))
+
+
+def _run(config, workdir, calls, executor=None):
+  with TrialStore(str(workdir), create=True) as store:
+    search = search_lib.Search(config, _tiny_split(), _tiny_split(), 4, store,
+                               executor or executors.LocalExecutor())
+    return search.run()
+
+
+@pytest.fixture
+def calls(monkeypatch):
+  made = []
+  monkeypatch.setattr(search_lib, 'evaluate_candidate', _fake_train(made))
+  return made
+
+
+def test_duplicates_are_never_trained_again(tmp_path, calls):
+  config = _config(optimizer='grid', budget=1000, population=4)
+  config.space.update(num_stages=1, num_cells=(0, 1), cells=('conv', 'sep', 'identity'),
+                      widths=(8,), stem_widths=(8,), attention=('none',),
+                      downsample=('max',), activations=('relu',), dropouts=(0.0,))
+  config.search.fidelity.rungs = ()
+  trials = _run(config, tmp_path, calls)
+  assert len(trials) == 6  # the whole grid: 2 x 3 points
+  statuses = collections.Counter(t.status for t in trials)
+  # (0, conv), (0, sep), (0, identity) and (1, identity) are one network: 3 copies.
+  assert statuses == {records.OK: 3, records.DUPLICATE: 3}
+  assert len(calls) == len(set(calls)) == 3
+  for trial in trials:
+    if trial.status == records.DUPLICATE:
+      source = next(t for t in trials if t.id == trial.source_trial)
+      assert source.genotype_hash == trial.genotype_hash and source.loss == trial.loss
+
+
+def test_rejected_candidates_cost_no_training(tmp_path, calls):
+  config = _config(optimizer='random', budget=24, population=4)
+  config.data.image_size = 2  # two downsampling stages can shrink 2px below 1px
+  config.space.update(num_cells=(1,), downsample=('max', 'none'))
+  config.search.fidelity.rungs = ()
+  trials = _run(config, tmp_path, calls)
+  rejected = [t for t in trials if t.status == records.REJECTED]
+  assert rejected and all('feature map' in t.error for t in rejected)
+  assert all(t.loss == config.search.penalty for t in rejected)
+  assert {t.genotype_hash for t in rejected}.isdisjoint(h for h, _ in calls)
+
+
+def test_successive_halving_promotes_the_best(tmp_path, calls):
+  config = _config(optimizer='random', budget=8, population=4)
+  config.search.fidelity.update(rungs=(1, 3), eta=2)
+  trials = _run(config, tmp_path, calls)
+  for generation in (0, 1):
+    first = [t for t in trials if t.generation == generation and t.fidelity == 1]
+    second = [t for t in trials if t.generation == generation and t.fidelity == 3]
+    assert len(first) == 4 and len(second) == 2
+    best_two = sorted(first, key=lambda t: (t.loss, t.ask_index))[:2]
+    assert {t.ask_index for t in second} == {t.ask_index for t in best_two}
+
+
+class _DiesAfter(executors.LocalExecutor):
+  """Simulates a kill: the training after the first `n` raises KeyboardInterrupt."""
+
+  def __init__(self, n):
+    self.left = n
+
+  def submit(self, fn, *args, **kwargs):
+    def run():
+      if self.left == 0:
+        raise KeyboardInterrupt
+      self.left -= 1
+      return fn(*args, **kwargs)
+    return super().submit(run)
+
+
+def _key(trials):
+  return sorted((t.ask_index, t.fidelity, t.genotype_hash, t.status, t.loss) for t in trials)
+
+
+@pytest.mark.parametrize('optimizer', ['pso', 'de', 'ga'])
+def test_resumed_search_equals_uninterrupted(tmp_path, calls, optimizer):
+  config = _config(optimizer=optimizer, budget=16, population=4)
+  reference = _run(config, tmp_path / 'reference', calls)
+  trained_once = len(calls)
+  with pytest.raises(KeyboardInterrupt):
+    _run(config, tmp_path / 'killed', calls, executor=_DiesAfter(5))
+  calls.clear()
+  with TrialStore(str(tmp_path / 'killed')) as store:
+    resumed = search_lib.Search(config, _tiny_split(), _tiny_split(), 4, store,
+                                executors.LocalExecutor()).run()
+  assert _key(resumed) == _key(reference)
+  assert len(calls) == trained_once - 5  # the 5 finished trainings were not repeated
+
+
+def test_too_many_failures_stop_the_search(tmp_path, monkeypatch):
+  def failing(genotype, fidelity, ctx):
+    return records.TrainResult(records.FAILED, {}, (), 0, 0.1, 0.0,
+                               'XlaRuntimeError: RESOURCE_EXHAUSTED: out of memory')
+  monkeypatch.setattr(search_lib, 'evaluate_candidate', failing)
+  config = _config(optimizer='random', budget=16, population=4, max_consecutive_failures=3)
+  with pytest.raises(search_lib.TooManyFailures, match='out of memory'):
+    _run(config, tmp_path, [])
+  with TrialStore(str(tmp_path)) as store:
+    assert [t.status for t in store.trials()].count(records.FAILED) == 3

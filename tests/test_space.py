@@ -1,0 +1,152 @@
+"""The search space: decoding, constraints, genotype records, and every optimizer on it."""
+import json
+import subprocess
+import sys
+import warnings
+
+import jax
+import jax.numpy as jnp
+import nevergrad as ng
+import numpy as np
+import pytest
+
+import experiments
+import models
+from models.genotype import Genotype, Stage, TrainGenes
+from nas import optimizers
+from nas import space as space_lib
+
+ROOT = __file__.rsplit('/tests/', 1)[0]
+
+
+def _space(image_size=28, **changes):
+  config = experiments.get_config('pso_brain_mri', 'cpu').space
+  config.update(changes)
+  return space_lib.SearchSpace(config, image_size=image_size, channels=1, num_classes=4)
+
+
+def _sample_genotype():
+  return Genotype(stages=(
+      Stage(2, 'conv', 3, 16, 1, 'se', 'max'),
+      Stage(0, 'sep', 5, 32, 2, 'cbam', 'conv'),
+      Stage(1, 'residual', 3, 32, 1, 'none', 'avg'),
+  ), stem_width=16, dropout=0.2, train=TrainGenes(learning_rate=3e-3))
+
+
+def test_json_round_trip():
+  genotype = _sample_genotype()
+  assert Genotype.from_json(genotype.to_json()) == genotype
+  assert Genotype.from_dict(json.loads(genotype.to_json())).hash == genotype.hash
+
+
+def test_hash_is_stable_across_processes_and_versions():
+  genotype = _sample_genotype()
+  code = ('import sys; sys.path.insert(0, %r); from models.genotype import Genotype; '
+          'print(Genotype.from_json(sys.stdin.read()).hash)' % ROOT)
+  other = subprocess.run([sys.executable, '-c', code], input=genotype.to_json(), text=True,
+                         capture_output=True, check=True).stdout.strip()
+  assert other == genotype.hash
+  # A store written today must still be readable by tomorrow's code: the hash of this
+  # genotype is part of the on-disk format.
+  assert genotype.hash == 'e4c0658284b7b1f2'
+
+
+def test_genes_without_effect_do_not_change_the_hash():
+  base = _sample_genotype()
+  stages = list(base.stages)
+  stages[1] = Stage(0, 'mbconv', 3, 32, 1, 'se', 'conv')  # a stage without cells
+  assert Genotype(tuple(stages), 16, dropout=0.2, train=base.train).hash == base.hash
+  stages[1] = Stage(3, 'identity', 7, 32, 2, 'none', 'conv')  # identity cells compute nothing
+  assert Genotype(tuple(stages), 16, dropout=0.2, train=base.train).hash == base.hash
+  stages[1] = Stage(1, 'conv', 3, 32, 1, 'none', 'conv')  # a real cell does count
+  assert Genotype(tuple(stages), 16, dropout=0.2, train=base.train).hash != base.hash
+  pooled = Stage(1, 'maxpool', 3, 16, 1, 'none', 'none')
+  assert (Genotype((pooled,)).hash ==
+          Genotype((Stage(1, 'maxpool', 7, 16, 2, 'none', 'none'),)).hash)
+
+
+def test_describe_is_one_line():
+  text = _sample_genotype().describe()
+  assert '\n' not in text
+  assert '2xconv3 w16+se' in text and 'lr0.003' in text
+
+
+def test_decode_is_deterministic_and_uses_fixed_values():
+  space = _space(learning_rates=(1e-3,), kernels=(3, 5))
+  assert 'learning_rate' not in space.searched and 's0.kernel' in space.searched
+  param = space.parametrization(seed=0)
+  for _ in range(20):
+    vector = param.sample().value
+    genotype = space.decode(vector)
+    assert genotype == space.decode(vector.copy())
+    assert genotype.train.learning_rate == 1e-3
+    assert space.decode(space.encode(space.genes(vector))) == genotype
+
+
+def test_feature_map_constraint_rejects_without_building():
+  space = _space(image_size=28)
+  stages = tuple(Stage(1, 'conv', 3, 16, 1, 'none', 'max') for _ in range(5))
+  assert 'feature map' in space.violation(Genotype(stages))
+  assert space.violation(Genotype(stages[:3])) == ''
+
+
+def test_parameter_budget_rejects_large_networks():
+  space = _space(image_size=28, max_params=20_000)
+  small = Genotype((Stage(1, 'conv', 3, 16, 1, 'none', 'max'),), stem_width=8)
+  large = Genotype((Stage(2, 'conv', 3, 128, 1, 'none', 'max'),), stem_width=8)
+  assert space.violation(small) == ''
+  assert 'parameters' in space.violation(large)
+
+
+def test_grid_enumerates_every_combination_once():
+  space = _space(num_stages=1, num_cells=(0, 1), cells=('conv', 'sep'), kernels=(3,),
+                 widths=(8,), dilations=(1,), attention=('none',), downsample=('max',),
+                 stem_widths=(8,), activations=('relu',), dropouts=(0.0,),
+                 learning_rates=(1e-3,))
+  points = list(space.grid())
+  assert len(points) == space.grid_size() == 4
+  assert len({tuple(space.genes(p).items()) for p in points}) == 4
+  # Two of the four are the same network: a stage without cells has no cell type.
+  assert len({space.decode(p).hash for p in points}) == 3
+
+
+def _build_output_shape(genotype: Genotype, image_size: int):
+  model = models.build(genotype, num_classes=4)
+  x = jax.ShapeDtypeStruct((1, image_size, image_size, 1), jnp.float32)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape),
+                                                train=False))
+  out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros(x.shape), train=False), variables)
+  return out.shape
+
+
+@pytest.mark.parametrize('name', sorted(n for n in optimizers.OPTIMIZERS if n != 'grid'))
+def test_every_optimizer_searches_the_space(name):
+  """1,000 candidates decode; constraints agree with the analytic sizes; valid ones build."""
+  space = _space(image_size=28)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', ng.errors.InefficientSettingsWarning)
+    optimizer = optimizers.make(name, space.parametrization(seed=0), budget=1000,
+                                population=10, options={})
+    valid, invalid, hashes = [], 0, set()
+    for _ in range(100):
+      batch = [optimizer.ask() for _ in range(10)]
+      for candidate in batch:
+        genotype = space.decode(candidate.value)
+        reason = space.violation(genotype)
+        assert reason == space.violation(space.decode(candidate.value))
+        hashes.add(genotype.hash)
+        if reason:
+          invalid += 1
+          assert min(models.counting.feature_sizes(genotype, 28)) < 1
+        else:
+          valid.append(genotype)
+        # A loss that rewards small, valid networks, so adaptive optimizers move.
+        loss = 1.0 if reason else sum(s.num_cells * s.width for s in genotype.stages) / 1e3
+        optimizer.tell(candidate, loss)
+  assert valid, f'{name} proposed no valid genotype'
+  assert invalid < 900, f'{name} proposed {invalid} invalid genotypes out of 1000'
+  assert len(hashes) > 5, f'{name} proposed only {len(hashes)} distinct genotypes'
+  rng = np.random.default_rng(0)
+  for genotype in rng.choice(valid, size=min(3, len(valid)), replace=False):
+    for image_size in (28, 64, 224):
+      assert _build_output_shape(genotype, image_size) == (1, 4)

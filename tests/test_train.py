@@ -1,0 +1,103 @@
+"""The trainer: it learns, it is data parallel, it turns bad candidates into failed results."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import datasets
+import experiments
+from datasets import augment as augment_lib
+from models.genotype import Genotype, Stage, TrainGenes
+from nas import records
+from nas import train as train_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _genotype(**train):
+  return Genotype(stages=(Stage(1, 'conv', 3, 16, 1, 'none', 'max'),
+                          Stage(1, 'sep', 3, 16, 1, 'se', 'max')),
+                  stem_width=8, train=TrainGenes(**{'learning_rate': 1e-2, 'batch_size': 32,
+                                                    'augment': 0.0, **train}))
+
+
+def _train(genotype, epochs=3, **train_cfg):
+  config = experiments.get_config('pso_synthetic', 'smoke')
+  config.train.update(train_cfg)
+  splits = datasets.load('synthetic', image_size=16, channels=1, seed=0,
+                         **config.data.options.to_dict())
+  return train_lib.train_and_evaluate(
+      genotype, splits.train, splits.val, len(splits.class_names), epochs, seed=0,
+      train_cfg=config.train, aug_config=augment_lib.AugmentConfig(**config.augment))
+
+
+def test_a_small_network_learns_the_synthetic_task():
+  trained = _train(_genotype())
+  result = trained.result
+  assert result.status == records.OK, result.error
+  assert result.epochs_run == 3 and len(result.history) == 3
+  assert result.metrics['accuracy'] > 0.7  # chance is 0.25
+  assert result.history[-1]['train_loss'] < result.history[0]['train_loss']
+
+
+def test_hyperparameters_do_not_recompile():
+  _train(_genotype(), epochs=1)
+  before = train_lib._compiled.cache_info()
+  trained = _train(_genotype(learning_rate=1e-3, weight_decay=1e-3, label_smoothing=0.1,
+                             augment=0.5), epochs=1)
+  after = train_lib._compiled.cache_info()
+  assert trained.result.status == records.OK
+  assert after.hits == before.hits + 1 and after.misses == before.misses
+
+
+def test_diverging_candidate_fails_with_its_reason():
+  result = _train(_genotype(learning_rate=1e9), epochs=2).result
+  assert result.status == records.FAILED
+  assert 'NonFiniteLoss' in result.error
+
+
+def test_time_limit_turns_into_a_failed_trial():
+  result = _train(_genotype(), epochs=50, time_limit_s=0.5).result
+  assert result.status == records.FAILED
+  assert 'CandidateTimeout' in result.error and result.epochs_run < 50
+
+
+_RUN_ON_DEVICES = """
+import json, sys
+sys.path.insert(0, {root!r})
+import jax, datasets, experiments
+from datasets import augment as augment_lib
+from models.genotype import Genotype
+from nas import train as train_lib
+config = experiments.get_config('pso_synthetic', 'smoke')
+splits = datasets.load('synthetic', image_size=16, channels=1, seed=0,
+                       **config.data.options.to_dict())
+genotype = Genotype.from_json(sys.argv[1])
+trained = train_lib.train_and_evaluate(
+    genotype, splits.train, splits.val, 4, 2, seed=0, train_cfg=config.train,
+    aug_config=augment_lib.AugmentConfig(**config.augment))
+print(json.dumps({{'devices': jax.device_count(), 'history': trained.result.history,
+                  'error': trained.result.error}}))
+"""
+
+
+def _run_on_devices(genotype, devices):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+             JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', _RUN_ON_DEVICES.format(root=ROOT),
+                        genotype.to_json()], env=env, capture_output=True, text=True,
+                       check=True, cwd=ROOT)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_one_and_two_devices_train_the_same():
+  genotype = _genotype(augment=0.5)
+  one = _run_on_devices(genotype, 1)
+  two = _run_on_devices(genotype, 2)
+  assert one['devices'] == 1 and two['devices'] == 2, (one['error'], two['error'])
+  for a, b in zip(one['history'], two['history'], strict=True):
+    assert a['train_loss'] == pytest.approx(b['train_loss'], rel=1e-3)
+    assert a['val_loss'] == pytest.approx(b['val_loss'], rel=1e-3)
+    assert abs(a['accuracy'] - b['accuracy']) <= 0.02
