@@ -104,6 +104,8 @@ def run() -> str:
   from nas import final  # pylint: disable=g-import-not-at-top
   from nas import report  # pylint: disable=g-import-not-at-top
   from nas import search  # pylint: disable=g-import-not-at-top
+  from nas import train as train_lib  # pylint: disable=g-import-not-at-top
+  from datasets import cache as data_cache  # pylint: disable=g-import-not-at-top
   from nas.store import TrialStore  # pylint: disable=g-import-not-at-top
 
   if FLAGS.list_experiments:
@@ -123,6 +125,7 @@ def run() -> str:
       raise errors.UserError(f'{workdir} already holds a search; add --resume to continue '
                              'it, or choose a new --workdir')
 
+  train_lib.enable_compilation_cache(os.path.join(data_cache.cache_dir(), 'jax'))
   data = config.data
   splits = datasets.load(
       data.name, data_dir=FLAGS.data_dir, image_size=data.image_size, channels=data.channels,
@@ -139,7 +142,7 @@ def run() -> str:
   try:
     search.Search(config, splits.train, splits.val, len(splits.class_names), store,
                   executors.make(config.executor)).run()
-    final.run_final(config, splits, store)
+    final.run_final(config, splits, store, workdir)
   except KeyboardInterrupt:
     _fail(f'interrupted; every finished trial is stored. Resume with: '
           f'{_resume_command(workdir)}', code=130)
@@ -148,6 +151,8 @@ def run() -> str:
   paths = report.write_report([workdir])
   print(f'leaderboard: {paths.get("leaderboard.md", workdir)}')
   print(f'report:      {paths.get("report.html", workdir)}')
+  if os.path.isdir(os.path.join(workdir, 'best')):
+    print(f'best model:  {os.path.join(workdir, "best")}  (models.load(path).predict(images))')
   return workdir
 
 

@@ -76,6 +76,7 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
       budget=32,                # candidates asked in all (duplicates and rejections included)
       time_budget_s=0.0,        # stop asking after this much wall time; 0 = none
       metric='accuracy',        # fitness = 1 - this validation metric
+      objectives=(),            # extra objectives to minimise too: 'params', 'flops'
       penalty=1.0,              # loss told for failed and rejected candidates
       max_consecutive_failures=10,
       fidelity=ml_collections.ConfigDict(dict(rungs=(), eta=3)),

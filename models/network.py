@@ -51,6 +51,14 @@ class Network(nn.Module):
     return nn.Dense(self.num_classes, dtype=jnp.float32, name='head')(x)
 
 
+def preprocess(images: jax.Array) -> jax.Array:
+  """The network's input convention: uint8 images -> float32 in [0, 1].
+
+  The stem's normalisation takes care of scale, so no dataset statistics are needed.
+  """
+  return images.astype(jnp.float32) / 255.0
+
+
 def build(genotype: Genotype, num_classes: int, dtype: Dtype = jnp.float32) -> Network:
   """The network of `genotype.canonical()`: genotypes with equal hashes build equal networks.
 

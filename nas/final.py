@@ -5,10 +5,14 @@ once and stored; a resumed final stage skips the pairs already in the store.
 """
 from __future__ import annotations
 
+import os
+import shutil
+
 from absl import logging
 import ml_collections
 
 import datasets
+import models
 from datasets import augment as augment_lib
 from models.genotype import Genotype
 from nas import records
@@ -32,9 +36,13 @@ def ranking(trials: list[records.Trial]) -> list[records.Trial]:
   return sorted(best.values(), key=lambda t: (-t.fidelity, t.loss, t.ask_index))
 
 
-def run_final(config: ml_collections.ConfigDict, splits: datasets.Splits,
-              store: TrialStore) -> list[records.FinalResult]:
-  """Retrains the top `final.top_k` genotypes with `final.seeds` seeds; tests each once."""
+def run_final(config: ml_collections.ConfigDict, splits: datasets.Splits, store: TrialStore,
+              workdir: str) -> list[records.FinalResult]:
+  """Retrains the top `final.top_k` genotypes with `final.seeds` seeds; tests each once.
+
+  Every retrained network is saved under `workdir/final/`; the winner (the search's best
+  genotype, at its seed with the best validation metric) is copied to `workdir/best/`.
+  """
   top = ranking(store.trials())[:config.final.top_k]
   aug_config = augment_lib.AugmentConfig(**config.augment)
   num_classes = len(splits.class_names)
@@ -55,10 +63,36 @@ def run_final(config: ml_collections.ConfigDict, splits: datasets.Splits,
         continue
       test_metrics = train_lib.evaluate(trained.state, trained.steps, splits.test,
                                         config.train.eval_batch_size)
+      checkpoint = os.path.join(workdir, 'final', f'{genotype.hash}-seed{seed}')
+      shutil.rmtree(checkpoint, ignore_errors=True)  # left by a kill before it was stored
+      models.save(checkpoint, genotype,
+                  {'params': trained.state.params, 'batch_stats': trained.state.batch_stats},
+                  splits.class_names, config.data.image_size, config.data.channels,
+                  dataset=config.data.name, experiment=config.experiment, seed=seed,
+                  val_metrics=trained.result.metrics)
       store.add_final(records.FinalResult(
           genotype_hash=genotype.hash, genotype=trial.genotype,
           description=trial.description, seed=seed, epochs=config.final.epochs,
           val_metrics=trained.result.metrics, test_metrics=test_metrics,
           params=trial.params, flops=trial.flops,
-          train_seconds=trained.result.train_seconds))
-  return store.finals()
+          train_seconds=trained.result.train_seconds, checkpoint=checkpoint))
+  finals = store.finals()
+  _copy_winner(top, finals, config.search.metric, os.path.join(workdir, 'best'))
+  return finals
+
+
+def _copy_winner(top: list[records.Trial], finals: list[records.FinalResult], metric: str,
+                 destination: str) -> None:
+  """Copies the best-ranked retrained genotype's best-validating seed to `destination`."""
+  for trial in top:
+    candidates = [f for f in finals if f.genotype_hash == trial.genotype_hash and f.checkpoint]
+    if candidates:
+      winner = max(candidates, key=lambda f: (f.val_metrics.get(metric, 0.0), -f.seed))
+      partial = destination + '.partial'
+      shutil.rmtree(partial, ignore_errors=True)
+      shutil.copytree(winner.checkpoint, partial)
+      shutil.rmtree(destination, ignore_errors=True)
+      os.replace(partial, destination)
+      logging.info('winner %s (seed %d) saved to %s', winner.genotype_hash, winner.seed,
+                   destination)
+      return

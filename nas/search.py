@@ -68,6 +68,11 @@ def _likely_cause(error: str) -> str:
   return 'see the error; it is probably not the candidates but the code or the data'
 
 
+# Extra objectives are told as log10 of the cost; no candidate reaches 1e12 of either.
+_COSTS = ('params', 'flops')
+_WORST_LOG_COST = 12.0
+
+
 def loss_of(metrics: dict, metric: str, penalty: float) -> float:
   """What the optimizer is told: 1 - metric, or the penalty when there is no valid metric."""
   value = metrics.get(metric)
@@ -91,6 +96,10 @@ class Search:
         train_config=config.train, aug_config=augment_lib.AugmentConfig(**config.augment),
         metric=config.search.metric)
     self.rungs = tuple(config.search.fidelity.rungs) or (config.train.epochs,)
+    unknown = set(config.search.objectives) - set(_COSTS)
+    if unknown:
+      raise errors.UserError(f'unknown search.objectives {sorted(unknown)}; '
+                             f'extra objectives are any of {", ".join(_COSTS)}')
     self._failures_in_a_row = 0
 
   def run(self) -> list[records.Trial]:
@@ -118,31 +127,44 @@ class Search:
           break
         candidates = [optimizer.ask() for _ in range(min(cfg.population, budget - asked))]
         genotypes = [self.space.decode(c.value) for c in candidates]
-        losses = self._evaluate_generation(asked, generation, genotypes)
-        for candidate, loss in zip(candidates, losses):
-          optimizer.tell(candidate, loss)
+        trials = self._evaluate_generation(asked, generation, genotypes)
+        for candidate, trial in zip(candidates, trials):
+          optimizer.tell(candidate, self._objectives(trial))
         asked += len(candidates)
         generation += 1
-        best = min([best, *losses])
+        best = min([best, *(t.loss for t in trials)])
         bar.update(len(candidates))
         bar.set_postfix(best_val=f'{1 - best:.4f}' if best < cfg.penalty else 'none')
 
+  def _objectives(self, trial: records.Trial) -> float | list[float]:
+    """What the optimizer is told: the loss, or the loss and the cost of each extra objective.
+
+    Nevergrad optimizes several objectives by the hypervolume of their Pareto front.
+    """
+    extra = self.config.search.objectives
+    if not extra:
+      return trial.loss
+    if not trial.metrics:  # rejected or failed: as bad as possible in every objective
+      return [trial.loss] + [_WORST_LOG_COST] * len(extra)
+    costs = {'params': trial.params, 'flops': trial.flops}
+    return [trial.loss] + [math.log10(max(1, costs[name])) for name in extra]
+
   def _evaluate_generation(self, first_ask: int, generation: int,
-                           genotypes: list[Genotype]) -> list[float]:
-    """Successive halving over the rungs; each candidate's loss is from its highest rung."""
+                           genotypes: list[Genotype]) -> list[records.Trial]:
+    """Successive halving over the rungs; each candidate's trial at its highest rung."""
     eta = self.config.search.fidelity.eta
-    losses = [self.config.search.penalty] * len(genotypes)
+    highest: list[records.Trial | None] = [None] * len(genotypes)
     alive = list(range(len(genotypes)))
-    for rung, fidelity in enumerate(self.rungs):
+    for fidelity in self.rungs:
       trials = self._evaluate([(first_ask + i, genotypes[i]) for i in alive], fidelity,
                               generation)
       for i, trial in zip(alive, trials):
-        losses[i] = trial.loss
-      scored = [i for i, trial in zip(alive, trials) if trial.metrics]
-      alive = sorted(scored, key=lambda i: (losses[i], i))[:math.ceil(len(alive) / eta)]
+        highest[i] = trial
+      scored = [i for i in alive if highest[i].metrics]
+      alive = sorted(scored, key=lambda i: (highest[i].loss, i))[:math.ceil(len(alive) / eta)]
       if not alive:
         break
-    return losses
+    return highest
 
   def _evaluate(self, items: list[tuple[int, Genotype]], fidelity: int,
                 generation: int) -> list[records.Trial]:

@@ -56,11 +56,6 @@ class _Steps:
   eval_step: Callable
 
 
-def preprocess(images: jax.Array) -> jax.Array:
-  """uint8 images -> float32 in [0, 1]; the stem's normalisation takes care of scale."""
-  return images.astype(jnp.float32) / 255.0
-
-
 def _decay_mask(params):
   """Decay kernels only: biases and normalisation scales are not regularised."""
   return jax.tree.map(lambda p: p.ndim > 1, params)
@@ -80,7 +75,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array,
                num_classes: int) -> tuple[TrainState, jax.Array]:
   """One optimisation step on one (globally sharded) batch. Pure: same inputs, same outputs."""
   aug_key, dropout_key = jax.random.split(key)
-  images = augment_lib.augment(aug_key, preprocess(batch['image']), hparams['augment'],
+  images = augment_lib.augment(aug_key, models.preprocess(batch['image']), hparams['augment'],
                                aug_config)
   targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], num_classes),
                                 hparams['label_smoothing'])
@@ -104,8 +99,15 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array,
 
 def eval_step(state: TrainState, images: jax.Array) -> jax.Array:
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
-                          preprocess(images), train=False)
+                          models.preprocess(images), train=False)
   return jax.nn.softmax(logits.astype(jnp.float32))
+
+
+def enable_compilation_cache(directory: str) -> None:
+  """Persists compiled steps on disk: a repeated architecture never compiles again, in any
+  process of any search that shares `directory`."""
+  jax.config.update('jax_compilation_cache_dir', directory)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
 def _mesh() -> jax.sharding.Mesh:
@@ -143,7 +145,8 @@ def _learning_rates(train_cfg: ml_collections.ConfigDict, peak: float,
   total = max(1, steps_per_epoch * epochs)
   warmup = int(train_cfg.warmup_epochs * steps_per_epoch)
   schedules = {
-      'cosine': lambda: optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total),
+      'cosine': lambda: (optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total)
+                         if warmup else optax.cosine_decay_schedule(peak, total)),
       'onecycle': lambda: optax.cosine_onecycle_schedule(total, peak),
       'constant': lambda: optax.constant_schedule(peak),
   }

@@ -137,3 +137,13 @@ def test_too_many_failures_stop_the_search(tmp_path, monkeypatch):
     _run(config, tmp_path, [])
   with TrialStore(str(tmp_path)) as store:
     assert [t.status for t in store.trials()].count(records.FAILED) == 3
+
+
+def test_multi_objective_search_tells_error_and_size(tmp_path, calls):
+  config = _config(optimizer='de', budget=12, population=4, objectives=('params',))
+  search = search_lib.Search(config, _tiny_split(), _tiny_split(), 4,
+                             TrialStore(str(tmp_path), create=True), executors.LocalExecutor())
+  trials = search.run()
+  ok = next(t for t in trials if t.status == records.OK)
+  assert search._objectives(ok) == [ok.loss, pytest.approx(np.log10(ok.params))]
+  assert len(trials) >= 12
