@@ -132,11 +132,10 @@ def run() -> str:
       val_fraction=data.val_fraction, seed=config.seed, dedup=data.dedup,
       on_corrupt=data.on_corrupt, **data.options.to_dict())
   if not FLAGS.resume:
-    store = TrialStore(workdir, create=True)
-    store.set_meta(experiment=config.experiment, config=config.to_json(),
-                   overrides=json.dumps(_Overrides.values),
-                   class_names=json.dumps(list(splits.class_names)),
-                   started=str(time.time()))
+    store = TrialStore.create(
+        workdir, experiment=config.experiment, config=config.to_json(),
+        overrides=json.dumps(_Overrides.values),
+        class_names=json.dumps(list(splits.class_names)), started=str(time.time()))
   logging.info('workdir %s; train %d, val %d, test %d images', workdir,
                len(splits.train.labels), len(splits.val.labels), len(splits.test.labels))
   try:

@@ -66,6 +66,7 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
       patience=0,               # early stopping on the validation metric; 0 = off
       dtype='float32',          # float32 | bfloat16 (GPU/TPU)
       time_limit_s=0.0,         # per candidate; 0 = none
+      checkpoint_every_epochs=0,  # orbax checkpoints of long candidates; 0 = none
   ))
 
   # How candidates are proposed and scored.

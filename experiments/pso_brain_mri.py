@@ -31,7 +31,8 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
     c.train.epochs = 1
     c.final.update(top_k=1, seeds=1, epochs=1)
   elif preset == 'quick':
-    c.space.widths = (16, 32, 64)
+    c.space.widths = (8, 16, 32)
+    c.space.stem_widths = (8, 16)
     c.search.population = 8
     c.search.budget = 16
     c.search.fidelity.rungs = (1, 3)

@@ -184,7 +184,7 @@ def _columns(names: Sequence[str]) -> list[str]:
 
 
 def leaderboard(run: Run) -> pd.DataFrame:
-  """One row per genotype that trained ok, best validation metric first.
+  """One row per genotype that trained ok: highest fidelity, then best validation metric.
 
   Each genotype is scored by its ok trial at the highest fidelity; test columns are the mean
   and sample std over its final seeds (NaN if it was not finally tested); train_seconds sums
@@ -210,7 +210,9 @@ def leaderboard(run: Run) -> pd.DataFrame:
                trials=len(trials))
     rows.append(row)
   board = pd.DataFrame(rows, columns=_columns(names))
-  board = board.sort_values([f'val_{run.metric}', 'fidelity', 'params'],
+  # As nas.final.ranking: a genotype promoted to a higher fidelity beat every one that was
+  # not, and metrics are compared within a fidelity, never across.
+  board = board.sort_values(['fidelity', f'val_{run.metric}', 'params'],
                             ascending=[False, False, True], na_position='last', kind='stable')
   board.insert(0, 'rank', np.arange(1, len(board) + 1))
   return board.reset_index(drop=True)

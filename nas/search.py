@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import shutil
 import time
 import warnings
 
@@ -41,13 +43,17 @@ class EvalContext:
   train_config: ml_collections.ConfigDict
   aug_config: augment_lib.AugmentConfig
   metric: str
+  checkpoint_root: str  # training checkpoints of candidates in flight live below it
+
+  def checkpoint_dir(self, genotype: Genotype, fidelity: int) -> str:
+    return os.path.join(self.checkpoint_root, f'{genotype.hash}-{fidelity}')
 
 
 def evaluate_candidate(genotype: Genotype, fidelity: int, ctx: EvalContext) -> records.TrainResult:
   """Trains one candidate for `fidelity` epochs; what an executor runs."""
   return train_lib.train_and_evaluate(
       genotype, ctx.train, ctx.val, ctx.num_classes, fidelity, ctx.seed, ctx.train_config,
-      ctx.aug_config, ctx.metric).result
+      ctx.aug_config, ctx.metric, checkpoint_dir=ctx.checkpoint_dir(genotype, fidelity)).result
 
 
 class TooManyFailures(errors.UserError):
@@ -94,7 +100,8 @@ class Search:
     self.ctx = EvalContext(
         train=train, val=val, num_classes=num_classes, seed=config.seed,
         train_config=config.train, aug_config=augment_lib.AugmentConfig(**config.augment),
-        metric=config.search.metric)
+        metric=config.search.metric,
+        checkpoint_root=os.path.join(store.workdir, 'checkpoints'))
     self.rungs = tuple(config.search.fidelity.rungs) or (config.train.epochs,)
     unknown = set(config.search.objectives) - set(_COSTS)
     if unknown:
@@ -213,6 +220,8 @@ class Search:
         metrics=result.metrics, history=result.history, error=result.error,
         params=counts.params, flops=counts.flops, train_seconds=result.train_seconds,
         compile_seconds=result.compile_seconds)
+    # Stored, so its training checkpoints are no longer needed to survive a kill.
+    shutil.rmtree(self.ctx.checkpoint_dir(genotype, fidelity), ignore_errors=True)
     self._count_failure(trial)
     return trial
 

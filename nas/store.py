@@ -85,25 +85,40 @@ def _decode(cls, row: sqlite3.Row):
 class TrialStore:
   """All trials and final evaluations of one search, in `<workdir>/trials.sqlite`."""
 
-  def __init__(self, workdir: str, create: bool = False):
+  def __init__(self, workdir: str):
+    self.workdir = workdir
     self.path = os.path.join(workdir, FILENAME)
-    if not create and not os.path.exists(self.path):
+    if not os.path.exists(self.path):
       raise errors.UserError(
           f'{workdir} is not a search workdir (no {FILENAME}); '
           'pass the --workdir of an earlier search, or drop --resume to start a new one')
     try:
-      if create:
-        os.makedirs(workdir, exist_ok=True)
       self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
       self._db.row_factory = sqlite3.Row
       self._db.execute('PRAGMA journal_mode=WAL')
       self._db.execute('PRAGMA synchronous=NORMAL')
-      if create:
-        self._db.executescript(f'BEGIN; {_SCHEMA} COMMIT;')
-      else:
-        self._db.execute('SELECT count(*) FROM trials').fetchone()
+      self._db.execute('SELECT count(*) FROM trials').fetchone()
     except (sqlite3.Error, OSError) as e:
       raise errors.UserError(f'cannot open the trial store {self.path}: {e}') from e
+
+  @classmethod
+  def create(cls, workdir: str, **meta: str) -> TrialStore:
+    """A new store holding `meta`, which appears whole or not at all, even under a kill."""
+    partial = os.path.join(workdir, FILENAME + '.partial')
+    try:
+      os.makedirs(workdir, exist_ok=True)
+      for leftover in (partial, partial + '-wal', partial + '-shm'):
+        if os.path.exists(leftover):
+          os.remove(leftover)
+      db = sqlite3.connect(partial, isolation_level=None)
+      db.executescript(f'BEGIN; {_SCHEMA} COMMIT;')
+      db.executemany('INSERT INTO meta (key, value) VALUES (?, ?)', meta.items())
+      db.close()
+      os.replace(partial, os.path.join(workdir, FILENAME))
+    except (sqlite3.Error, OSError) as e:
+      raise errors.UserError(f'cannot create a search in {workdir}: {e}; '
+                             'choose a --workdir you can write to') from e
+    return cls(workdir)
 
   @contextlib.contextmanager
   def _transaction(self) -> Iterator[None]:
@@ -128,11 +143,6 @@ class TrialStore:
 
   def meta(self) -> dict[str, str]:
     return {r['key']: r['value'] for r in self._db.execute('SELECT key, value FROM meta')}
-
-  def set_meta(self, **values: str) -> None:
-    with self._transaction():
-      self._db.executemany('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)',
-                           values.items())
 
   # Trials.
 

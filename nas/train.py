@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import time
 import traceback
 from typing import Any, Callable
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 
 import datasets
 from datasets import augment as augment_lib
@@ -193,18 +195,20 @@ def train_and_evaluate(genotype: Genotype, train: datasets.Split, val: datasets.
                        num_classes: int, epochs: int, seed: int,
                        train_cfg: ml_collections.ConfigDict,
                        aug_config: augment_lib.AugmentConfig,
-                       metric: str = 'accuracy') -> Trained:
+                       metric: str = 'accuracy', checkpoint_dir: str | None = None) -> Trained:
   """Trains `genotype` for `epochs` on `train`, scoring `val` after every epoch.
 
   Never raises for a bad candidate: exceptions, non-finite losses, out-of-memory and time
-  limits become a failed result carrying the error, because failures are data.
+  limits become a failed result carrying the error, because failures are data. With a
+  `checkpoint_dir` and `train_cfg.checkpoint_every_epochs`, training state is saved there
+  and a killed run continues from its last checkpoint, with the same result.
   """
   start = time.monotonic()
   history: list[dict[str, float]] = []
-  timing = {'compile': 0.0}
+  timing = {'compile': 0.0, 'compiled': False}
   try:
     state, steps, best = _fit(genotype, train, val, num_classes, epochs, seed, train_cfg,
-                              aug_config, metric, history, timing, start)
+                              aug_config, metric, history, timing, start, checkpoint_dir)
   except Exception as e:  # pylint: disable=broad-except
     logging.warning('candidate %s failed: %s', genotype.hash, e)
     logging.debug('%s', traceback.format_exc())
@@ -217,8 +221,57 @@ def train_and_evaluate(genotype: Genotype, train: datasets.Split, val: datasets.
       train_seconds=time.monotonic() - start, compile_seconds=timing['compile']), state, steps)
 
 
+class _EpochCheckpoints:
+  """Orbax checkpoints of a candidate's training every few epochs; the last one is kept.
+
+  A checkpoint holds the state, the best epoch's state when early stopping keeps it, and
+  the progress (history, best metrics), so that a resumed run ends as an unbroken one.
+  """
+
+  def __init__(self, directory: str, every: int, keep_best: bool):
+    self._keep_best = keep_best
+    self._manager = ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, save_interval_steps=every,
+                                             enable_async_checkpointing=False))
+
+  def restore(self, state: TrainState) -> tuple[TrainState, TrainState | None, dict] | None:
+    """(state, best state, progress) after the last saved epoch, or None before the first."""
+    epoch = self._manager.latest_step()
+    if epoch is None:
+      return None
+    items = {'state': ocp.args.StandardRestore(_arrays(state)),
+             'progress': ocp.args.JsonRestore()}
+    if self._keep_best:
+      items['best_state'] = ocp.args.StandardRestore(_arrays(state))
+    restored = self._manager.restore(epoch, args=ocp.args.Composite(**items))
+    best = _with_arrays(state, restored['best_state']) if self._keep_best else None
+    return _with_arrays(state, restored['state']), best, restored['progress']
+
+  def save(self, epoch: int, state: TrainState, best_state: TrainState | None,
+           progress: dict[str, Any]) -> None:
+    items = {'state': ocp.args.StandardSave(_arrays(state)),
+             'progress': ocp.args.JsonSave(progress)}
+    if self._keep_best:
+      items['best_state'] = ocp.args.StandardSave(_arrays(best_state))
+    self._manager.save(epoch, args=ocp.args.Composite(**items))
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def _arrays(state: TrainState) -> dict[str, Any]:
+  return {'step': state.step, 'params': state.params, 'opt_state': state.opt_state,
+          'batch_stats': state.batch_stats}
+
+
+def _with_arrays(state: TrainState, arrays: dict[str, Any]) -> TrainState:
+  state = state.replace(**arrays)
+  return jax.device_put(state, NamedSharding(_mesh(), PartitionSpec()))
+
+
 def _fit(genotype, train, val, num_classes, epochs, seed, train_cfg, aug_config, metric,
-         history, timing, start):
+         history, timing, start, checkpoint_dir):
   """The training loop; raises on failure. Fills `history` and `timing` as it goes."""
   architecture = dataclasses.replace(genotype, train=TrainGenes())
   steps = _compiled(architecture, num_classes, train_cfg.dtype, train_cfg.optimizer,
@@ -240,44 +293,67 @@ def _fit(genotype, train, val, num_classes, epochs, seed, train_cfg, aug_config,
   state = steps.init(init_key, (1,) + train.images.shape[1:])
   timing['compile'] += time.monotonic() - compile_start
 
-  best, best_state, since_best = None, None, 0
-  global_step = 0
-  for epoch in range(epochs):
-    losses = []
-    for batch in pipeline.train_batches(train, batch_size, seed, epoch):
-      step_start = time.monotonic()
-      state, loss = steps.train_step(
-          state, batch, jax.random.fold_in(step_key, global_step),
-          {**hparams, 'learning_rate': jnp.float32(learning_rates[global_step])})
-      losses.append(loss)
-      if global_step == 0:
-        jax.block_until_ready(loss)
-        timing['compile'] += time.monotonic() - step_start
-      global_step += 1
-      if global_step % 20 == 0:
-        _check_finite(losses[-1], global_step)
-      _check_time(train_cfg, start)
-    train_loss = float(np.mean(jax.device_get(losses)))
-    _check_finite(train_loss, global_step)
-    scores = evaluate(state, steps, val, train_cfg.eval_batch_size)
-    history.append({'epoch': epoch + 1, 'train_loss': train_loss, 'val_loss': scores['loss'],
-                    **{m: scores[m] for m in metrics_lib.FITNESS_METRICS}})
-    logging.info('%s epoch %d: train loss %.4f, val %s %.4f', genotype.hash, epoch + 1,
-                 train_loss, metric, scores[metric])
-    if best is None or scores[metric] > best[metric]:
-      best, since_best = scores, 0
-      if train_cfg.patience:
-        best_state = jax.device_get(state)
-    else:
-      since_best += 1
-      if train_cfg.patience and since_best >= train_cfg.patience:
+  # Early stopping returns the best epoch's state; without it, the last epoch's.
+  keep_best = bool(train_cfg.patience)
+  best_state, progress = None, {'best': None, 'since_best': 0}
+  checkpoints = None
+  if checkpoint_dir and train_cfg.checkpoint_every_epochs:
+    checkpoints = _EpochCheckpoints(checkpoint_dir, train_cfg.checkpoint_every_epochs,
+                                    keep_best)
+    restored = checkpoints.restore(state)
+    if restored:
+      state, best_state, progress = restored
+      history.extend(progress.pop('history'))
+      logging.info('%s: resumed after epoch %d', genotype.hash, len(history))
+  try:
+    for epoch in range(len(history), epochs):
+      state, train_loss = _train_epoch(
+          state, steps, train, batch_size, seed, epoch, epoch * steps_per_epoch, step_key,
+          hparams, learning_rates, timing, train_cfg, start)
+      scores = evaluate(state, steps, val, train_cfg.eval_batch_size)
+      history.append({'epoch': epoch + 1, 'train_loss': train_loss, 'val_loss': scores['loss'],
+                      **{m: scores[m] for m in metrics_lib.FITNESS_METRICS}})
+      logging.info('%s epoch %d: train loss %.4f, val %s %.4f', genotype.hash, epoch + 1,
+                   train_loss, metric, scores[metric])
+      if not keep_best or progress['best'] is None or scores[metric] > progress['best'][metric]:
+        progress.update(best=scores, since_best=0)
+        # A host copy: the next step donates (and so frees) the state's device buffers.
+        best_state = jax.device_get(state) if keep_best else None
+      else:
+        progress['since_best'] += 1
+      if checkpoints:
+        checkpoints.save(epoch + 1, state, best_state, dict(progress, history=history))
+      if keep_best and progress['since_best'] >= train_cfg.patience:
         logging.info('%s: early stop after epoch %d', genotype.hash, epoch + 1)
         break
-  if train_cfg.patience:
+  finally:
+    if checkpoints:
+      checkpoints.close()
+  if keep_best:
     state = jax.device_put(best_state, NamedSharding(_mesh(), PartitionSpec()))
-  else:
-    best = scores
-  return state, steps, best
+  return state, steps, progress['best']
+
+
+def _train_epoch(state, steps, train, batch_size, seed, epoch, first_step, step_key, hparams,
+                 learning_rates, timing, train_cfg, start) -> tuple[TrainState, float]:
+  """One pass over `train` in the (seed, epoch) order; returns the state and mean loss."""
+  losses = []
+  for i, batch in enumerate(pipeline.train_batches(train, batch_size, seed, epoch)):
+    step_start = time.monotonic()
+    state, loss = steps.train_step(
+        state, batch, jax.random.fold_in(step_key, first_step + i),
+        {**hparams, 'learning_rate': jnp.float32(learning_rates[first_step + i])})
+    losses.append(loss)
+    if not timing['compiled']:
+      jax.block_until_ready(loss)
+      timing['compile'] += time.monotonic() - step_start
+      timing['compiled'] = True
+    if (i + 1) % 20 == 0:
+      _check_finite(losses[-1], first_step + i + 1)
+    _check_time(train_cfg, start)
+  train_loss = float(np.mean(jax.device_get(losses)))
+  _check_finite(train_loss, first_step + len(losses))
+  return state, train_loss
 
 
 def _check_finite(loss, step: int) -> None:

@@ -78,9 +78,9 @@ def _config(optimizer: str, seed: int) -> str:
 def _make_search(workdir, optimizer: str = 'pso', seed: int = 0, ok: bool = True,
                  finals: bool = True) -> str:
   """A small search: G1 ok at 3 and 9 epochs, G2 and G3 ok, a duplicate, a failure, a rejection."""
-  with store.TrialStore(str(workdir), create=True) as s:
-    s.set_meta(experiment='pso_brain_mri', config=_config(optimizer, seed),
-               class_names=json.dumps(CLASSES), started=str(time.time() - 3 * 3600))
+  with store.TrialStore.create(
+      str(workdir), experiment='pso_brain_mri', config=_config(optimizer, seed),
+      class_names=json.dumps(CLASSES), started=str(time.time() - 3 * 3600)) as s:
     trials = [_trial(3, G4, records.FAILED, train_seconds=5.0,
                      error='RESOURCE_EXHAUSTED: out of memory\nstack...'),
               _trial(4, G5, records.REJECTED, error='too many parameters')]

@@ -38,7 +38,7 @@ def _tiny_split(n=8):
 
 
 def _run(config, workdir, calls, executor=None):
-  with TrialStore(str(workdir), create=True) as store:
+  with TrialStore.create(str(workdir)) as store:
     search = search_lib.Search(config, _tiny_split(), _tiny_split(), 4, store,
                                executor or executors.LocalExecutor())
     return search.run()
@@ -142,7 +142,7 @@ def test_too_many_failures_stop_the_search(tmp_path, monkeypatch):
 def test_multi_objective_search_tells_error_and_size(tmp_path, calls):
   config = _config(optimizer='de', budget=12, population=4, objectives=('params',))
   search = search_lib.Search(config, _tiny_split(), _tiny_split(), 4,
-                             TrialStore(str(tmp_path), create=True), executors.LocalExecutor())
+                             TrialStore.create(str(tmp_path)), executors.LocalExecutor())
   trials = search.run()
   ok = next(t for t in trials if t.status == records.OK)
   assert search._objectives(ok) == [ok.loss, pytest.approx(np.log10(ok.params))]

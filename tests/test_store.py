@@ -16,7 +16,7 @@ def _trial(ask_index, fidelity=1, status=records.OK, loss=0.2):
 
 
 def test_trials_round_trip_and_lookup(tmp_path):
-  with TrialStore(str(tmp_path), create=True) as store:
+  with TrialStore.create(str(tmp_path)) as store:
     stored = store.add_trial(_trial(0))
     store.add_trial(_trial(1, status=records.FAILED, loss=1.0))
     assert stored.id == 1 and stored.created > 0
@@ -29,7 +29,7 @@ def test_trials_round_trip_and_lookup(tmp_path):
 
 
 def test_a_trial_key_is_stored_once(tmp_path):
-  with TrialStore(str(tmp_path), create=True) as store:
+  with TrialStore.create(str(tmp_path)) as store:
     store.add_trial(_trial(0))
     with pytest.raises(sqlite3.IntegrityError):
       store.add_trial(_trial(0))
@@ -37,7 +37,7 @@ def test_a_trial_key_is_stored_once(tmp_path):
 
 
 def test_a_reader_sees_the_store_while_it_is_written(tmp_path):
-  with TrialStore(str(tmp_path), create=True) as writer, TrialStore(str(tmp_path)) as reader:
+  with TrialStore.create(str(tmp_path)) as writer, TrialStore(str(tmp_path)) as reader:
     writer.add_trial(_trial(0))
     assert len(reader.trials()) == 1
     writer.add_trial(_trial(1))
@@ -47,3 +47,13 @@ def test_a_reader_sees_the_store_while_it_is_written(tmp_path):
 def test_opening_a_directory_that_is_not_a_search(tmp_path):
   with pytest.raises(errors.UserError, match='not a search workdir'):
     TrialStore(str(tmp_path))
+
+
+def test_creation_is_atomic_and_holds_the_meta(tmp_path):
+  # A kill during an earlier creation leaves only a partial file, which does not count.
+  (tmp_path / 'trials.sqlite.partial').write_bytes(b'half written')
+  with pytest.raises(errors.UserError):
+    TrialStore(str(tmp_path))
+  with TrialStore.create(str(tmp_path), experiment='e', config='{}') as store:
+    assert store.meta() == {'experiment': 'e', 'config': '{}'}
+  assert not (tmp_path / 'trials.sqlite.partial').exists()

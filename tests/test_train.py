@@ -9,6 +9,7 @@ import pytest
 import datasets
 import experiments
 from datasets import augment as augment_lib
+from datasets import pipeline
 from models.genotype import Genotype, Stage, TrainGenes
 from nas import records
 from nas import train as train_lib
@@ -23,14 +24,15 @@ def _genotype(**train):
                                                     'augment': 0.0, **train}))
 
 
-def _train(genotype, epochs=3, **train_cfg):
+def _train(genotype, epochs=3, checkpoint_dir=None, **train_cfg):
   config = experiments.get_config('pso_synthetic', 'smoke')
   config.train.update(train_cfg)
   splits = datasets.load('synthetic', image_size=16, channels=1, seed=0,
                          **config.data.options.to_dict())
   return train_lib.train_and_evaluate(
       genotype, splits.train, splits.val, len(splits.class_names), epochs, seed=0,
-      train_cfg=config.train, aug_config=augment_lib.AugmentConfig(**config.augment))
+      train_cfg=config.train, aug_config=augment_lib.AugmentConfig(**config.augment),
+      checkpoint_dir=checkpoint_dir)
 
 
 def test_a_small_network_learns_the_synthetic_task():
@@ -62,6 +64,28 @@ def test_time_limit_turns_into_a_failed_trial():
   result = _train(_genotype(), epochs=50, time_limit_s=0.5).result
   assert result.status == records.FAILED
   assert 'CandidateTimeout' in result.error and result.epochs_run < 50
+
+
+@pytest.mark.parametrize('patience', [0, 2])
+def test_killed_training_resumes_from_its_checkpoint(tmp_path, monkeypatch, patience):
+  genotype = _genotype(augment=0.5)
+  reference = _train(genotype, epochs=4, patience=patience).result
+  real_batches = pipeline.train_batches
+
+  def killed_in_epoch_three(split, batch_size, seed, epoch):
+    if epoch == 2:
+      raise KeyboardInterrupt
+    yield from real_batches(split, batch_size, seed, epoch)
+
+  monkeypatch.setattr(pipeline, 'train_batches', killed_in_epoch_three)
+  with pytest.raises(KeyboardInterrupt):
+    _train(genotype, 4, tmp_path, patience=patience, checkpoint_every_epochs=1)
+  monkeypatch.setattr(pipeline, 'train_batches', real_batches)
+  resumed = _train(genotype, 4, tmp_path, patience=patience, checkpoint_every_epochs=1).result
+  assert resumed.status == records.OK, resumed.error
+  for resumed_epoch, reference_epoch in zip(resumed.history, reference.history, strict=True):
+    assert resumed_epoch == pytest.approx(reference_epoch)
+  assert resumed.metrics['accuracy'] == reference.metrics['accuracy']
 
 
 _RUN_ON_DEVICES = """

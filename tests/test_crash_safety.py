@@ -1,0 +1,21 @@
+"""Crash safety: a search SIGKILLed at random moments and resumed equals an unbroken one."""
+import os
+
+from benchmarks import soak_resume
+
+
+def test_killed_and_resumed_search_equals_the_uninterrupted_one(tmp_path):
+  env = dict(os.environ, MEDNAS_CACHE_DIR=str(tmp_path / 'cache'))
+  # Fewer candidates than the smoke preset, so that the test stays short.
+  args = soak_resume.SEARCH_ARGS + ('--config.search.budget=6',)
+  soak_resume.run_search(str(tmp_path / 'reference'), env, args)
+  reference = soak_resume.outcome(str(tmp_path / 'reference'))
+  rows = len(reference['trials']) + len(reference['final'])
+  landed = soak_resume.kill_and_resume(str(tmp_path / 'killed'), env, kills=3, seed=0,
+                                       rows_per_kill=rows / 4, args=args)
+  assert landed >= 2, 'the kills came too late to test anything'
+  resumed = soak_resume.outcome(str(tmp_path / 'killed'))
+  assert soak_resume.compare(reference, resumed) == {
+      f'{table}_{what}': 0 for table in ('trials', 'final')
+      for what in ('lost', 'duplicated', 'changed', 'extra')}
+  assert resumed == reference
