@@ -119,7 +119,7 @@ def run() -> str:
     workdir = FLAGS.workdir
   else:
     config = _resolve_config(None)
-    workdir = FLAGS.workdir or os.path.join(
+    FLAGS.workdir = workdir = FLAGS.workdir or os.path.join(
         'runs', f'{config.experiment}-{time.strftime("%Y%m%d-%H%M%S")}')
     if os.path.exists(os.path.join(workdir, 'trials.sqlite')):
       raise errors.UserError(f'{workdir} already holds a search; add --resume to continue '
@@ -142,9 +142,6 @@ def run() -> str:
     search.Search(config, splits.train, splits.val, len(splits.class_names), store,
                   executors.make(config.executor)).run()
     final.run_final(config, splits, store, workdir)
-  except KeyboardInterrupt:
-    _fail(f'interrupted; every finished trial is stored. Resume with: '
-          f'{_resume_command(workdir)}', code=130)
   finally:
     store.close()
   paths = report.write_report([workdir])
@@ -164,6 +161,11 @@ def main(argv: list[str]) -> None:
     run()
   except (errors.UserError, datasets.DataError) as e:
     _fail(str(e))
+  except KeyboardInterrupt:
+    if FLAGS.workdir and os.path.exists(os.path.join(FLAGS.workdir, 'trials.sqlite')):
+      _fail('interrupted; every finished trial is stored. Resume with: '
+            f'{_resume_command(FLAGS.workdir)}', code=130)
+    _fail('interrupted before the search started; nothing was stored', code=130)
 
 
 if __name__ == '__main__':

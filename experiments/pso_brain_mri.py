@@ -33,21 +33,27 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
   elif preset == 'quick':
     c.space.widths = (8, 16, 32)
     c.space.stem_widths = (8, 16)
-    c.search.population = 8
-    c.search.budget = 16
-    c.search.fidelity.rungs = (1, 3)
-    c.search.fidelity.eta = 4
-    c.final.update(top_k=1, seeds=2, epochs=8)
+    c.space.kernels = (3,)
+    c.space.learning_rates = (3e-3,)
+    c.space.max_flops = 20_000_000  # per image, forward: keeps an epoch under ~15 s on 2 cores
+    c.search.population = 6
+    c.search.budget = 12
+    c.search.fidelity.rungs = (1, 2)
+    c.search.fidelity.eta = 3
+    c.final.update(top_k=1, seeds=2, epochs=5)
   elif preset == 'cpu':
     c.space.num_stages = 4
     c.space.num_cells = (0, 1, 2)
     c.space.widths = (16, 32, 64, 128)
+    c.space.kernels = (3, 5)
     c.space.learning_rates = (1e-3, 3e-3)
+    c.space.augments = (0.25, 0.5)
+    c.space.max_flops = 100_000_000  # per image, forward: at most ~30 s an epoch on 2 cores
     c.search.population = 10
-    c.search.budget = 40
+    c.search.budget = 30
     c.search.fidelity.rungs = (2, 6)
-    c.search.fidelity.eta = 5
-    c.final.update(top_k=2, seeds=3, epochs=20)
+    c.search.fidelity.eta = 4
+    c.final.update(top_k=1, seeds=3, epochs=15)
   else:  # full: paper scale, for a GPU
     c.space.num_stages = 5
     c.space.num_cells = (0, 1, 2, 3, 4)

@@ -81,6 +81,21 @@ def test_bad_input_is_one_line(tmp_path, args, fragments):
   assert not (tmp_path / 'w' / 'trials.sqlite').exists()
 
 
+def test_empty_data_directory_is_one_line(tmp_path):
+  (tmp_path / 'data' / 'brain_tumor_mri').mkdir(parents=True)
+  result = _launch('--experiment=pso_brain_mri', f'--data_dir={tmp_path / "data"}',
+                   f'--workdir={tmp_path / "w"}')
+  _assert_one_line_error(result, 'brain_tumor_mri')
+  assert not (tmp_path / 'w').exists()
+
+
+def test_workdir_that_cannot_be_created_is_one_line(tmp_path):
+  (tmp_path / 'file').write_text('not a directory')
+  result = _launch('--experiment=pso_synthetic', '--preset=smoke',
+                   f'--workdir={tmp_path / "file" / "run"}')
+  _assert_one_line_error(result, 'cannot create a search')
+
+
 def test_resume_of_a_directory_that_is_not_a_search(tmp_path):
   result = _launch(f'--workdir={tmp_path}', '--resume')
   _assert_one_line_error(result, 'not a search workdir')

@@ -60,6 +60,23 @@ def test_diverging_candidate_fails_with_its_reason():
   assert 'NonFiniteLoss' in result.error
 
 
+def test_a_candidate_that_raises_fails_with_its_error():
+  # An ESP cell splits its width over four dilated branches: 2 channels cannot be split.
+  genotype = Genotype((Stage(1, 'esp', 3, 2, 1, 'none', 'max'),), stem_width=8,
+                      train=TrainGenes(batch_size=32))
+  result = _train(genotype, epochs=1).result
+  assert result.status == records.FAILED
+  assert 'ValueError' in result.error and 'esp' in result.error
+
+
+def test_out_of_memory_becomes_a_failed_trial(monkeypatch):
+  def exhausted(*args, **kwargs):
+    raise RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.9GiB')
+  monkeypatch.setattr(train_lib, '_train_epoch', exhausted)
+  result = _train(_genotype(), epochs=1).result
+  assert result.status == records.FAILED and 'RESOURCE_EXHAUSTED' in result.error
+
+
 def test_time_limit_turns_into_a_failed_trial():
   result = _train(_genotype(), epochs=50, time_limit_s=0.5).result
   assert result.status == records.FAILED

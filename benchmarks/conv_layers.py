@@ -1,0 +1,117 @@
+r"""Single convolution layers, forward + backward: XLA, MedNAS's conv, and PyTorch, side by side.
+
+  python -m benchmarks.conv_layers [--out_dir=benchmarks/out] [--repeats=7]
+
+For each layer (regular and depthwise 3x3 and 5x5, dilated, at batch 64) it times one jitted
+forward and backward pass of `lax.conv_general_dilated`, of `models.layers.conv` (which takes
+the shifted-slices path for depthwise convolutions on CPU) and of `torch.nn.Conv2d` in
+channels-last layout, alternating them within one run because this machine is noisy. PyTorch
+is a benchmark-only dependency: `pip install -r benchmarks/requirements.txt`. Writes
+conv_layers.json and conv_layers.md with the median seconds and the ratios to PyTorch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models import layers
+
+_OUT_DIR = flags.DEFINE_string('out_dir', 'benchmarks/out', 'Where results are written.')
+_REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed repetitions of each layer.')
+
+# (name, image size, in channels, out channels, kernel, dilation, depthwise)
+LAYERS = (
+    ('conv3x3 16->16', 64, 16, 16, 3, 1, False),
+    ('conv3x3 32->32', 64, 32, 32, 3, 1, False),
+    ('conv3x3 64->64', 32, 64, 64, 3, 1, False),
+    ('conv3x3 128->128', 16, 128, 128, 3, 1, False),
+    ('conv3x3 d2 32->32', 32, 32, 32, 3, 2, False),
+    ('depthwise3x3 32', 64, 32, 32, 3, 1, True),
+    ('depthwise3x3 64', 32, 64, 64, 3, 1, True),
+    ('depthwise5x5 d2 64', 32, 64, 64, 5, 2, True),
+)
+BATCH = 64
+
+
+def _seconds(run) -> float:
+  start = time.perf_counter()
+  run()
+  return time.perf_counter() - start
+
+
+def _jax_runner(apply, x, kernel):
+  step = jax.jit(jax.grad(lambda x, k: jnp.sum(apply(x, k) ** 2), argnums=(0, 1)))
+  return lambda: jax.block_until_ready(step(x, kernel))
+
+
+def _torch_runner(size, cin, cout, k, dilation, depthwise):
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  layer = torch.nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation,
+                          groups=cin if depthwise else 1, bias=False)
+  layer = layer.to(memory_format=torch.channels_last)
+  x = torch.randn(BATCH, cin, size, size).to(memory_format=torch.channels_last)
+  x.requires_grad_()
+
+  def run():
+    layer.zero_grad()
+    layer(x).pow(2).sum().backward()
+  return run
+
+
+def measure(repeats: int) -> list[dict]:
+  rows = []
+  for name, size, cin, cout, k, dilation, depthwise in LAYERS:
+    x = jax.random.normal(jax.random.key(0), (BATCH, size, size, cin))
+    groups = cin if depthwise else 1
+    kernel = jax.random.normal(jax.random.key(1), (k, k, cin // groups, cout)) * 0.1
+    module = layers.conv(cout, k, dilation=dilation, groups=groups)
+    runners = {
+        'xla_conv': _jax_runner(lambda x, w: jax.lax.conv_general_dilated(
+            x, w, (1, 1), 'SAME', rhs_dilation=(dilation, dilation),
+            dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups), x, kernel),
+        'mednas_conv': _jax_runner(
+            lambda x, w: module.apply({'params': {'kernel': w}}, x), x, kernel),
+        'torch': _torch_runner(size, cin, cout, k, dilation, depthwise),
+    }
+    for run in runners.values():
+      run()  # compile and warm up
+    times = {key: [] for key in runners}
+    for _ in range(repeats):  # alternate, so that machine noise hits all alike
+      for key, run in runners.items():
+        times[key].append(_seconds(run))
+    row = {'layer': name, 'size': size, **{k: float(np.median(v)) for k, v in times.items()}}
+    row['xla/torch'] = row['xla_conv'] / row['torch']
+    row['mednas/torch'] = row['mednas_conv'] / row['torch']
+    rows.append(row)
+    print(row)
+  return rows
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  rows = measure(_REPEATS.value)
+  os.makedirs(_OUT_DIR.value, exist_ok=True)
+  meta = {'machine': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
+          'jax': jax.__version__, 'backend': jax.default_backend(), 'batch': BATCH}
+  with open(os.path.join(_OUT_DIR.value, 'conv_layers.json'), 'w') as f:
+    json.dump({'meta': meta, 'rows': rows}, f, indent=2)
+  lines = ['| layer | px | XLA conv s | MedNAS conv s | PyTorch s | XLA/PyTorch | MedNAS/PyTorch |',
+           '|---|---|---|---|---|---|---|']
+  lines += [f'| {r["layer"]} | {r["size"]} | {r["xla_conv"]:.4f} | {r["mednas_conv"]:.4f} | '
+            f'{r["torch"]:.4f} | {r["xla/torch"]:.2f} | {r["mednas/torch"]:.2f} |' for r in rows]
+  with open(os.path.join(_OUT_DIR.value, 'conv_layers.md'), 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+  app.run(main)
