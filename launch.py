@@ -125,12 +125,10 @@ def run() -> str:
       raise errors.UserError(f'{workdir} already holds a search; add --resume to continue '
                              'it, or choose a new --workdir')
 
-  train_lib.enable_compilation_cache(os.path.join(data_cache.cache_dir(), 'jax'))
-  data = config.data
-  splits = datasets.load(
-      data.name, data_dir=FLAGS.data_dir, image_size=data.image_size, channels=data.channels,
-      val_fraction=data.val_fraction, seed=config.seed, dedup=data.dedup,
-      on_corrupt=data.on_corrupt, **data.options.to_dict())
+  compilation_cache = os.path.join(data_cache.cache_dir(), 'jax')
+  train_lib.enable_compilation_cache(compilation_cache)
+  data = datasets.Spec.from_config(config.data, FLAGS.data_dir, config.seed)
+  splits = data.load()
   if not FLAGS.resume:
     store = TrialStore.create(
         workdir, experiment=config.experiment, config=config.to_json(),
@@ -138,11 +136,12 @@ def run() -> str:
         class_names=json.dumps(list(splits.class_names)), started=str(time.time()))
   logging.info('workdir %s; train %d, val %d, test %d images', workdir,
                len(splits.train.labels), len(splits.val.labels), len(splits.test.labels))
+  executor = executors.make(config.executor, workdir, compilation_cache)
   try:
-    search.Search(config, splits.train, splits.val, len(splits.class_names), store,
-                  executors.make(config.executor)).run()
-    final.run_final(config, splits, store, workdir)
+    search.Search(config, data, len(splits.class_names), store, executor).run()
+    final.run_final(config, data, store, workdir)
   finally:
+    executor.shutdown()
     store.close()
   paths = report.write_report([workdir])
   print(f'leaderboard: {paths.get("leaderboard.md", workdir)}')

@@ -11,5 +11,6 @@ from datasets.loader import load
 from datasets.records import DataError
 from datasets.records import Split
 from datasets.records import Splits
+from datasets.spec import Spec
 
-__all__ = ['NAMES', 'DataError', 'Split', 'Splits', 'default_data_dir', 'load']
+__all__ = ['NAMES', 'DataError', 'Spec', 'Split', 'Splits', 'default_data_dir', 'load']

@@ -84,7 +84,18 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
   ))
 
   # The final stage: retrain the best genotypes and test each once.
-  c.final = ml_collections.ConfigDict(dict(top_k=3, seeds=3, epochs=10))
+  # dedup_test: also score the test images that have no near duplicate in training.
+  c.final = ml_collections.ConfigDict(dict(top_k=3, seeds=3, epochs=10, dedup_test=False))
 
-  c.executor = ml_collections.ConfigDict(dict(kind='local', workers=1))
+  # Where candidates train: local | process | dask | slurm (see nas/executors.py).
+  c.executor = ml_collections.ConfigDict(dict(
+      kind='local',
+      workers=2,                # process and dask: worker processes (one per accelerator)
+      accelerator='cpu',        # process: cpu | gpu | tpu, to pin each worker to a device
+      address='',               # dask: scheduler address; empty = a LocalCluster
+      slurm=ml_collections.ConfigDict(dict(
+          cluster='',           # empty = SLURM if sbatch exists, 'local' = local processes
+          partition='', timeout_min=120, gpus_per_node=0, cpus_per_task=4,
+          array_parallelism=64, additional_parameters=ml_collections.ConfigDict())),
+  ))
   return c

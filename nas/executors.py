@@ -1,8 +1,24 @@
-"""Executors run candidate evaluations; the search only sees `submit(fn, *args) -> Future`."""
+"""Executors run candidate evaluations; the search only sees `submit(fn, *args) -> future`.
+
+`executor.kind` picks one:
+- local: in this process, one candidate at a time (the default).
+- process: a pool of worker processes, one per accelerator (each pinned to its device) or
+  `workers` CPU processes.
+- dask: a dask.distributed cluster: a LocalCluster of `workers` processes, or the scheduler
+  at `address`.
+- slurm: submitit jobs (SLURM job arrays; `slurm.cluster='local'` runs them as local
+  processes, which is how the tests run it). A preempted job is requeued and its candidate
+  continues from its last training checkpoint.
+
+A future only needs `.result()`. Every executor's workers share the JAX compilation cache.
+"""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
+import multiprocessing
+import os
 from typing import Any, Callable
 
 import ml_collections
@@ -36,15 +52,139 @@ class LocalExecutor:
   def submit(self, fn: Callable[..., Any], *args, **kwargs) -> concurrent.futures.Future:
     return _Deferred(functools.partial(fn, *args, **kwargs))
 
+  def batch(self):
+    return contextlib.nullcontext()
+
   def shutdown(self) -> None:
     pass
 
 
-EXECUTORS = {'local': LocalExecutor}
+def _start_worker(slots, accelerator: str, compilation_cache: str) -> None:
+  """Runs first in every worker process, before it imports JAX: takes a device slot."""
+  slot = slots.get()
+  if accelerator == 'gpu':
+    os.environ['CUDA_VISIBLE_DEVICES'] = str(slot)
+  elif accelerator == 'tpu':
+    os.environ['TPU_VISIBLE_CHIPS'] = str(slot)
+    os.environ['TPU_PROCESS_BOUNDS'] = '1,1,1'
+    os.environ['TPU_CHIPS_PER_PROCESS_BOUNDS'] = '1,1,1'
+  _use_compilation_cache(compilation_cache)
 
 
-def make(config: ml_collections.ConfigDict):
+def _use_compilation_cache(directory: str) -> None:
+  from nas import train  # pylint: disable=g-import-not-at-top
+  if directory:
+    train.enable_compilation_cache(directory)
+
+
+class ProcessExecutor:
+  """A pool of spawned worker processes; on an accelerator host, one per device."""
+
+  def __init__(self, workers: int, accelerator: str, compilation_cache: str):
+    context = multiprocessing.get_context('spawn')  # never fork a process that holds JAX
+    slots = context.Queue()
+    for slot in range(workers):
+      slots.put(slot)
+    self._pool = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker,
+        initargs=(slots, accelerator, compilation_cache))
+
+  def submit(self, fn: Callable[..., Any], *args, **kwargs) -> concurrent.futures.Future:
+    return self._pool.submit(fn, *args, **kwargs)
+
+  def batch(self):
+    return contextlib.nullcontext()
+
+  def shutdown(self) -> None:
+    self._pool.shutdown(cancel_futures=True)
+
+
+class DaskExecutor:
+  """dask.distributed: a LocalCluster of worker processes, or an existing scheduler."""
+
+  def __init__(self, workers: int, address: str, compilation_cache: str):
+    from distributed import Client, LocalCluster  # pylint: disable=g-import-not-at-top
+    if address:
+      self._client = Client(address)
+      self._cluster = None
+    else:
+      self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+      self._client = Client(self._cluster)
+    self._client.run(_use_compilation_cache, compilation_cache)
+
+  def submit(self, fn: Callable[..., Any], *args, **kwargs):
+    return self._client.submit(fn, *args, pure=False, **kwargs)
+
+  def batch(self):
+    return contextlib.nullcontext()
+
+  def shutdown(self) -> None:
+    self._client.close()
+    if self._cluster is not None:
+      self._cluster.close()
+
+
+class _Requeueable:
+  """A submitit job that asks to be requeued when SLURM preempts or times it out.
+
+  The requeued job calls the same function again; a candidate then continues from its last
+  orbax training checkpoint (see `train.checkpoint_every_epochs`).
+  """
+
+  def __init__(self, fn: Callable[..., Any], compilation_cache: str):
+    self.fn = fn
+    self.compilation_cache = compilation_cache
+
+  def __call__(self, *args, **kwargs):
+    _use_compilation_cache(self.compilation_cache)
+    return self.fn(*args, **kwargs)
+
+  def checkpoint(self, *args, **kwargs):
+    import submitit  # pylint: disable=g-import-not-at-top
+    return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+class SlurmExecutor:
+  """submitit: one SLURM job per candidate, submitted as one job array per batch."""
+
+  def __init__(self, folder: str, slurm: ml_collections.ConfigDict, compilation_cache: str):
+    import submitit  # pylint: disable=g-import-not-at-top
+    self._compilation_cache = compilation_cache
+    self._executor = submitit.AutoExecutor(folder=folder, cluster=slurm.cluster or None)
+    parameters = {'timeout_min': slurm.timeout_min, 'gpus_per_node': slurm.gpus_per_node,
+                  'cpus_per_task': slurm.cpus_per_task, 'name': 'mednas'}
+    if self._executor.cluster == 'slurm':
+      parameters.update(slurm_partition=slurm.partition or None,
+                        slurm_array_parallelism=slurm.array_parallelism,
+                        slurm_additional_parameters=slurm.additional_parameters.to_dict())
+    self._executor.update_parameters(**{k: v for k, v in parameters.items() if v is not None})
+
+  def submit(self, fn: Callable[..., Any], *args, **kwargs):
+    return self._executor.submit(_Requeueable(fn, self._compilation_cache), *args, **kwargs)
+
+  def batch(self):
+    """Jobs submitted inside go to SLURM as one array when the block ends."""
+    return self._executor.batch()
+
+  def shutdown(self) -> None:
+    pass
+
+
+# kind -> factory(executor config, workdir, compilation cache directory).
+EXECUTORS: dict[str, Callable[[ml_collections.ConfigDict, str, str], Any]] = {
+    'local': lambda config, workdir, cache: LocalExecutor(),
+    'process': lambda config, workdir, cache: ProcessExecutor(
+        config.workers, config.accelerator, cache),
+    'dask': lambda config, workdir, cache: DaskExecutor(config.workers, config.address, cache),
+    'slurm': lambda config, workdir, cache: SlurmExecutor(
+        os.path.join(workdir, 'slurm'), config.slurm, cache),
+}
+
+
+def make(config: ml_collections.ConfigDict, workdir: str, compilation_cache: str = ''):
+  """The executor that `config` (the experiment's `executor` block) names."""
   if config.kind not in EXECUTORS:
-    raise errors.UserError(f'unknown executor.kind {config.kind!r}; '
-                           f'choose one of {", ".join(EXECUTORS)}')
-  return EXECUTORS[config.kind]()
+    raise errors.UserError(f'unknown executor.kind {config.kind!r}; choose one of '
+                           f'{", ".join(EXECUTORS)}')
+  return EXECUTORS[config.kind](config, workdir, compilation_cache)

@@ -5,6 +5,7 @@ once and stored; a resumed final stage skips the pairs already in the store.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -36,13 +37,18 @@ def ranking(trials: list[records.Trial]) -> list[records.Trial]:
   return sorted(best.values(), key=lambda t: (-t.fidelity, t.loss, t.ask_index))
 
 
-def run_final(config: ml_collections.ConfigDict, splits: datasets.Splits, store: TrialStore,
+def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: TrialStore,
               workdir: str) -> list[records.FinalResult]:
   """Retrains the top `final.top_k` genotypes with `final.seeds` seeds; tests each once.
 
   Every retrained network is saved under `workdir/final/`; the winner (the search's best
   genotype, at its seed with the best validation metric) is copied to `workdir/best/`.
+  With `final.dedup_test`, each is also scored on the test images that have no near
+  duplicate in the training split (stored under test_metrics['deduplicated']).
   """
+  splits = data.load()
+  deduplicated = (dataclasses.replace(data, dedup=True).load().test
+                  if config.final.dedup_test else None)
   top = ranking(store.trials())[:config.final.top_k]
   aug_config = augment_lib.AugmentConfig(**config.augment)
   num_classes = len(splits.class_names)
@@ -63,6 +69,9 @@ def run_final(config: ml_collections.ConfigDict, splits: datasets.Splits, store:
         continue
       test_metrics = train_lib.evaluate(trained.state, trained.steps, splits.test,
                                         config.train.eval_batch_size)
+      if deduplicated is not None:
+        test_metrics[records.DEDUPLICATED] = train_lib.evaluate(
+            trained.state, trained.steps, deduplicated, config.train.eval_batch_size)
       checkpoint = os.path.join(workdir, 'final', f'{genotype.hash}-seed{seed}')
       shutil.rmtree(checkpoint, ignore_errors=True)  # left by a kill before it was stored
       models.save(checkpoint, genotype,

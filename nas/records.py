@@ -11,6 +11,10 @@ REJECTED = 'rejected'
 DUPLICATE = 'duplicate'
 STATUSES = (OK, FAILED, REJECTED, DUPLICATE)
 
+# Key, in a final result's test metrics, of the metrics on the test images that have no near
+# duplicate in the training split.
+DEDUPLICATED = 'deduplicated'
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:

@@ -315,6 +315,15 @@ def _header(run: Run, board: pd.DataFrame) -> list[tuple[str, str]]:
   if winner.final_seeds:
     fields.append((f'Final test of the winner (rank {winner["rank"]})',
                    _test_summary(winner, TEST_METRICS)))
+    deduplicated = [f.test_metrics[records.DEDUPLICATED] for f in run.finals
+                    if f.genotype_hash == winner.genotype_hash
+                    and records.DEDUPLICATED in f.test_metrics]
+    if deduplicated:
+      mean, std = _mean_std([d['accuracy'] for d in deduplicated])
+      fields.append(('Final test without leaked images',
+                     f'accuracy {_fmt_mean_std(mean, std)} on the '
+                     f'{deduplicated[0]["num_examples"]} test images that have no near '
+                     f'duplicate in the training split (n={len(deduplicated)} seeds)'))
   else:
     fields.append(('Final test', 'not yet: no genotype has been retrained and tested'))
   return fields

@@ -5,7 +5,7 @@ under its `(ask_index, fidelity)` key. Resuming re-runs the loop from the start:
 in the store are told again without training, so the optimizer is rebuilt by replaying its
 own ask/tell history, and only the trials that were in flight are trained again.
 
-The search receives the training and validation splits only; the test split never reaches it.
+The search sees the training and validation splits only (`Spec.train_val`), never the test split.
 """
 from __future__ import annotations
 
@@ -35,9 +35,11 @@ from nas.store import TrialStore
 
 @dataclasses.dataclass(frozen=True)
 class EvalContext:
-  """Everything an executor needs to train a candidate, apart from the candidate."""
-  train: datasets.Split
-  val: datasets.Split
+  """Everything an executor needs to train a candidate, apart from the candidate.
+
+  Small and picklable: worker processes load the data from its spec, once each.
+  """
+  data: datasets.Spec
   num_classes: int
   seed: int
   train_config: ml_collections.ConfigDict
@@ -51,8 +53,9 @@ class EvalContext:
 
 def evaluate_candidate(genotype: Genotype, fidelity: int, ctx: EvalContext) -> records.TrainResult:
   """Trains one candidate for `fidelity` epochs; what an executor runs."""
+  train, val = ctx.data.train_val()
   return train_lib.train_and_evaluate(
-      genotype, ctx.train, ctx.val, ctx.num_classes, fidelity, ctx.seed, ctx.train_config,
+      genotype, train, val, ctx.num_classes, fidelity, ctx.seed, ctx.train_config,
       ctx.aug_config, ctx.metric, checkpoint_dir=ctx.checkpoint_dir(genotype, fidelity)).result
 
 
@@ -90,15 +93,15 @@ def loss_of(metrics: dict, metric: str, penalty: float) -> float:
 class Search:
   """One search over one search space, writing every trial to `store`."""
 
-  def __init__(self, config: ml_collections.ConfigDict, train: datasets.Split,
-               val: datasets.Split, num_classes: int, store: TrialStore, executor):
+  def __init__(self, config: ml_collections.ConfigDict, data: datasets.Spec,
+               num_classes: int, store: TrialStore, executor):
     self.config = config
     self.store = store
     self.executor = executor
     self.space = space_lib.SearchSpace(config.space, config.data.image_size,
                                        config.data.channels, num_classes)
     self.ctx = EvalContext(
-        train=train, val=val, num_classes=num_classes, seed=config.seed,
+        data=data, num_classes=num_classes, seed=config.seed,
         train_config=config.train, aug_config=augment_lib.AugmentConfig(**config.augment),
         metric=config.search.metric,
         checkpoint_root=os.path.join(store.workdir, 'checkpoints'))
@@ -179,6 +182,18 @@ class Search:
     trials: dict[int, records.Trial] = {}
     waiting: dict[str, list[tuple[int, Genotype]]] = {}
     futures = {}
+    with self.executor.batch():
+      self._submit(items, fidelity, generation, trials, waiting, futures)
+    for genotype_hash, future in futures.items():
+      (ask_index, genotype), *copies = waiting[genotype_hash]
+      source = self._record_trained(ask_index, fidelity, generation, genotype, future.result())
+      trials[ask_index] = source
+      for copy_index, copy in copies:
+        trials[copy_index] = self._record_duplicate(copy_index, generation, copy, source)
+    return [trials[ask_index] for ask_index, _ in items]
+
+  def _submit(self, items, fidelity, generation, trials, waiting, futures) -> None:
+    """Fills `trials` with what needs no training and submits the rest, once per genotype."""
     for ask_index, genotype in items:
       stored = self.store.trial_at(ask_index, fidelity)
       if stored:
@@ -202,14 +217,6 @@ class Search:
         futures[genotype.hash] = self.executor.submit(evaluate_candidate, genotype, fidelity,
                                                       self.ctx)
       waiting.setdefault(genotype.hash, []).append((ask_index, genotype))
-
-    for genotype_hash, future in futures.items():
-      (ask_index, genotype), *copies = waiting[genotype_hash]
-      source = self._record_trained(ask_index, fidelity, generation, genotype, future.result())
-      trials[ask_index] = source
-      for copy_index, copy in copies:
-        trials[copy_index] = self._record_duplicate(copy_index, generation, copy, source)
-    return [trials[ask_index] for ask_index, _ in items]
 
   def _record_trained(self, ask_index: int, fidelity: int, generation: int,
                       genotype: Genotype, result: records.TrainResult) -> records.Trial:

@@ -281,3 +281,16 @@ def test_cli_writes_reports(tmp_path):
   result = _cli(first, second, f'--out={tmp_path / "cmp"}')
   assert result.returncode == 0, result.stderr
   assert str(tmp_path / 'cmp' / 'report.html') in result.stdout.splitlines()
+
+
+def test_header_shows_the_deduplicated_test_accuracy(tmp_path):
+  workdir = _make_search(tmp_path / 'run', finals=False)
+  with store.TrialStore(workdir) as s:
+    for seed, accuracy in enumerate((0.90, 0.80)):
+      final = _final(G1, seed, 0.95)
+      final.test_metrics[records.DEDUPLICATED] = dict(_metrics(accuracy), num_examples=619)
+      s.add_final(final)
+  report.write_report([workdir])
+  text = (tmp_path / 'run' / 'leaderboard.md').read_text()
+  assert 'without leaked images' in text
+  assert 'accuracy 0.8500 ± 0.0707 on the 619 test images' in text

@@ -1,0 +1,177 @@
+r"""Training-step cost of fixed networks: MedNAS (JAX) against the same network in PyTorch.
+
+  python -m benchmarks.train_step [--sizes=32,64,128] [--networks=plain,sep] [--steps=5]
+
+For every network and image size (batch 64, 3 channels) it measures, each in a fresh process
+so that peak memory and compilation are the network's own: compile seconds (JAX), the median
+step seconds, images per second and peak resident memory; then the JAX/PyTorch step-time
+ratio. JAX runs `nas.train`'s real train step (augmentation, AdamW, BatchNorm state); PyTorch
+runs the twin network of `benchmarks.torch_reference` with AdamW, channels-last. Needs
+`pip install -r benchmarks/requirements.txt`. Writes train_step.json and train_step.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from models import zoo
+from models.genotype import Genotype, Stage
+
+_SIZES = flags.DEFINE_list('sizes', ['32', '64', '128'], 'Image sizes in pixels.')
+_NETWORKS = flags.DEFINE_list('networks', None, 'Subset of NETWORKS (default: all).')
+_STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per measurement.')
+_OUT_DIR = flags.DEFINE_string('out_dir', 'benchmarks/out', 'Where results are written.')
+_WORKER = flags.DEFINE_string('worker', None, 'Internal: jax or torch, in a child process.')
+_NETWORK = flags.DEFINE_string('network', None, 'Internal: the network of a worker.')
+_SIZE = flags.DEFINE_integer('size', None, 'Internal: the image size of a worker.')
+
+BATCH = 64
+CHANNELS = 3
+CLASSES = 4
+
+
+def _plain(cell: str, dilation: int = 1, attention: str = 'none') -> Genotype:
+  """A 9-convolution CNN (stem, then 4 stages of 2 cells), as in ANCHORS.md's CPU table."""
+  return Genotype((Stage(2, cell, 3, 32, dilation, attention, 'none'),
+                   Stage(2, cell, 3, 64, dilation, attention, 'max'),
+                   Stage(2, cell, 3, 128, dilation, attention, 'max'),
+                   Stage(2, cell, 3, 256, dilation, attention, 'max')), stem_width=32)
+
+
+NETWORKS = {
+    'plain': lambda: _plain('conv'),
+    'sep': lambda: _plain('sep'),
+    'dilated': lambda: _plain('conv', dilation=2),
+    'se': lambda: _plain('conv', attention='se'),
+    'shrinkage': lambda: _plain('shrinkage'),
+    'resnet18': lambda: zoo.resnet18(width_multiplier=0.5),
+    'mobilenetv2': lambda: zoo.mobilenetv2(width_multiplier=0.5),
+}
+
+
+def _peak_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _jax_worker(genotype: Genotype, size: int, steps: int) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from datasets import augment  # pylint: disable=g-import-not-at-top
+  from models import counting  # pylint: disable=g-import-not-at-top
+  from nas import train  # pylint: disable=g-import-not-at-top
+  compiled = train._compiled(genotype, CLASSES, 'float32', 'adamw', 0.9,  # pylint: disable=protected-access
+                             augment.AugmentConfig())
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.integers(0, 256, (BATCH, size, size, CHANNELS), dtype=np.uint8),
+           'label': rng.integers(0, CLASSES, BATCH).astype(np.int32)}
+  hparams = {k: jnp.float32(v) for k, v in dict(
+      learning_rate=1e-3, weight_decay=1e-4, label_smoothing=0.0, augment=0.5).items()}
+  start = time.perf_counter()
+  state = compiled.init(jax.random.key(0, impl='rbg'), (1, size, size, CHANNELS))
+  state, loss = compiled.train_step(state, batch, jax.random.key(0), hparams)
+  jax.block_until_ready(loss)
+  compile_seconds = time.perf_counter() - start
+  times = []
+  for i in range(steps):
+    start = time.perf_counter()
+    state, loss = compiled.train_step(state, batch, jax.random.key(i + 1), hparams)
+    jax.block_until_ready(loss)
+    times.append(time.perf_counter() - start)
+  return {'compile_s': compile_seconds, 'step_s': float(np.median(times)),
+          'params': counting.param_count(state.params)}
+
+
+def _torch_worker(genotype: Genotype, size: int, steps: int) -> dict:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  model = torch_reference.Network(genotype, CLASSES, CHANNELS).to(
+      memory_format=torch.channels_last)
+  optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+  images = torch.randint(0, 256, (BATCH, CHANNELS, size, size), dtype=torch.uint8)
+  labels = torch.randint(0, CLASSES, (BATCH,))
+
+  def step():
+    x = (images.float() / 255).contiguous(memory_format=torch.channels_last)
+    x = torch.where(torch.rand(BATCH, 1, 1, 1) < 0.5, x.flip(3), x)  # the flip of augment
+    loss = torch.nn.functional.cross_entropy(model(x), labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+  step()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+  params = sum(p.numel() for p in model.parameters())
+  return {'step_s': float(np.median(times)), 'params': params}
+
+
+def _measure(framework: str, network: str, size: int, steps: int) -> dict:
+  command = [sys.executable, '-m', 'benchmarks.train_step', f'--worker={framework}',
+             f'--network={network}', f'--size={size}', f'--steps={steps}']
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run(command, cwd=root, capture_output=True, text=True)
+  if out.returncode:
+    return {'error': out.stderr.strip().splitlines()[-1]}
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _table(rows: list[dict]) -> str:
+  lines = ['| network | px | params | JAX compile s | JAX step s | JAX img/s | JAX peak MiB | '
+           'PyTorch step s | PyTorch img/s | PyTorch peak MiB | JAX/PyTorch |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
+  for r in rows:
+    j, t = r['jax'], r['torch']
+    if 'error' in j or 'error' in t:
+      lines.append(f'| {r["network"]} | {r["size"]} | error: {j.get("error") or t.get("error")} |')
+      continue
+    params = (f'{t["params"]:,}' if t['params'] == j['params']
+              else f'JAX {j["params"]:,} / PyTorch {t["params"]:,}')
+    lines.append(
+        f'| {r["network"]} | {r["size"]} | {params} | {j["compile_s"]:.1f} | '
+        f'{j["step_s"]:.3f} | {BATCH / j["step_s"]:.0f} | {j["peak_mib"]:.0f} | '
+        f'{t["step_s"]:.3f} | {BATCH / t["step_s"]:.0f} | {t["peak_mib"]:.0f} | '
+        f'{j["step_s"] / t["step_s"]:.2f} |')
+  return '\n'.join(lines)
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  if _WORKER.value:
+    worker = {'jax': _jax_worker, 'torch': _torch_worker}[_WORKER.value]
+    result = worker(NETWORKS[_NETWORK.value](), _SIZE.value, _STEPS.value)
+    print(json.dumps({**result, 'peak_mib': _peak_mib()}))
+    return
+  rows = []
+  for network in _NETWORKS.value or list(NETWORKS):
+    for size in map(int, _SIZES.value):
+      row = {'network': network, 'size': size,
+             'jax': _measure('jax', network, size, _STEPS.value),
+             'torch': _measure('torch', network, size, _STEPS.value)}
+      rows.append(row)
+      print(_table([row]).splitlines()[-1], flush=True)
+  os.makedirs(_OUT_DIR.value, exist_ok=True)
+  meta = {'machine': platform.machine(), 'cpus': os.cpu_count(), 'batch': BATCH,
+          'channels': CHANNELS, 'steps': _STEPS.value}
+  with open(os.path.join(_OUT_DIR.value, 'train_step.json'), 'w') as f:
+    json.dump({'meta': meta, 'rows': rows}, f, indent=2)
+  with open(os.path.join(_OUT_DIR.value, 'train_step.md'), 'w') as f:
+    f.write(_table(rows) + '\n')
+  print(_table(rows))
+
+
+if __name__ == '__main__':
+  app.run(main)

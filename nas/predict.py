@@ -1,0 +1,108 @@
+r"""Classifies images with a saved network, with the preprocessing it was trained with.
+
+  python -m nas.predict --model=runs/pso_brain_mri-.../best scan1.jpg folder/ [--json]
+
+Folders are searched recursively for image files. An image that cannot be read gets one
+`error:` line on stderr (and an entry with its error under --json); the others go on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from datasets import imaging
+
+_MODEL = flags.DEFINE_string('model', None, 'A saved model folder, e.g. WORKDIR/best.')
+_JSON = flags.DEFINE_bool('json', False, 'Print one JSON list instead of a table.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 64, 'Images per forward pass.')
+
+
+def image_paths(targets: Sequence[str]) -> Iterator[str]:
+  """The files named, and the image files below the folders named, in sorted order."""
+  for target in targets:
+    if os.path.isdir(target):
+      for folder, _, files in sorted(os.walk(target)):
+        for name in sorted(files):
+          if imaging.is_image_file(name):
+            yield os.path.join(folder, name)
+    else:
+      yield target
+
+
+def predict(model, paths: Sequence[str], batch_size: int) -> list[dict]:
+  """One result per path: {'path', 'class', 'probabilities'} or {'path', 'error'}."""
+  results, batch = [], []
+
+  def flush():
+    if not batch:
+      return
+    images = np.stack([image for _, image in batch])
+    padding = batch_size - len(batch)  # one shape for every batch: one compile
+    probs = model.predict(np.concatenate([images, np.zeros_like(images[:1]).repeat(padding, 0)]))
+    for (index, _), p in zip(batch, probs):
+      results[index] = {'path': results[index]['path'],
+                        'class': model.class_names[int(p.argmax())],
+                        'probabilities': dict(zip(model.class_names, map(float, p)))}
+    batch.clear()
+
+  for path, decoded in zip(paths, imaging.decode_all(paths, model.image_size, model.channels)):
+    if isinstance(decoded, Exception):
+      results.append({'path': path, 'error': f'{type(decoded).__name__}: {decoded}'})
+      continue
+    results.append({'path': path})
+    batch.append((len(results) - 1, decoded))
+    if len(batch) == batch_size:
+      flush()
+  flush()
+  return results
+
+
+def _table(results: list[dict], class_names: Sequence[str]) -> str:
+  width = max([len(r['path']) for r in results] + [4])
+  lines = [f'{"path":<{width}}  {"class":<12}  ' + '  '.join(f'{n:>10}' for n in class_names)]
+  for r in results:
+    if 'error' not in r:
+      probs = '  '.join(f'{r["probabilities"][n]:>10.4f}' for n in class_names)
+      lines.append(f'{r["path"]:<{width}}  {r["class"]:<12}  {probs}')
+  return '\n'.join(lines)
+
+
+def main(argv: list[str]) -> None:
+  import models  # pylint: disable=g-import-not-at-top
+  targets = argv[1:]
+  if not _MODEL.value or not targets:
+    _fail('usage: python -m nas.predict --model=WORKDIR/best IMAGE_OR_FOLDER [...]')
+  try:
+    model = models.load(_MODEL.value)
+  except (OSError, ValueError, KeyError) as e:
+    _fail(f'cannot load a model from {_MODEL.value} ({e}); pass a folder saved by a search, '
+          'e.g. WORKDIR/best')
+  paths = list(image_paths(targets))
+  missing = [p for p in paths if not os.path.exists(p)]
+  paths = [p for p in paths if p not in missing]
+  results = predict(model, paths, _BATCH_SIZE.value) if paths else []
+  results += [{'path': p, 'error': 'no such file'} for p in missing]
+  for r in results:
+    if 'error' in r:
+      print(f'error: {r["path"]}: {r["error"]}', file=sys.stderr)
+  if _JSON.value:
+    print(json.dumps(results, indent=2))
+  else:
+    print(_table(results, model.class_names))
+  if all('error' in r for r in results):
+    sys.exit(2)
+
+
+def _fail(message: str) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)
