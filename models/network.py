@@ -10,6 +10,9 @@ from models.genotype import Genotype, Stage
 from models.layers import ConvNormAct, Dtype
 
 
+FEATURES = 'features'
+
+
 class StageBlock(nn.Module):
   """Downsample, cells (the first one reaches the stage width), then attention once."""
   stage: Stage
@@ -46,6 +49,10 @@ class Network(nn.Module):
     x = ConvNormAct(g.stem_width, 3, strides=g.stem_stride, **common, name='stem')(x, train)
     for i, stage in enumerate(g.stages):
       x = StageBlock(stage, **common, name=f'stage{i}')(x, train)
+    # The last feature map, for Grad-CAM (nas.explain): its value through `intermediates`,
+    # the logits' gradient through `perturbations`. Both are no-ops unless asked for.
+    x = self.perturb(FEATURES, x)
+    self.sow('intermediates', FEATURES, x)
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     x = nn.Dropout(g.dropout, deterministic=not train)(x)
     return nn.Dense(self.num_classes, dtype=jnp.float32, name='head')(x)

@@ -22,6 +22,8 @@ from models.genotype import Genotype
 _GENOTYPE = 'genotype.json'
 _PREPROCESSING = 'preprocessing.json'
 _CHECKPOINT = 'checkpoint'
+# What a trained network is; init's other collections (e.g. perturbations) are not saved.
+_SAVED_COLLECTIONS = ('params', 'batch_stats')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +59,7 @@ def save(directory: str, genotype: Genotype, variables: Any, class_names: tuple[
   """Writes a loadable model to `directory` (which must not exist yet)."""
   directory = os.path.abspath(directory)
   checkpointer = ocp.StandardCheckpointer()
+  variables = {k: v for k, v in variables.items() if k in _SAVED_COLLECTIONS}
   checkpointer.save(os.path.join(directory, _CHECKPOINT), jax.device_get(variables))
   checkpointer.wait_until_finished()
   with open(os.path.join(directory, _GENOTYPE), 'w') as f:
@@ -79,5 +82,6 @@ def load(directory: str) -> SavedModel:
   module = network.build(genotype, len(class_names))
   shape = jnp.zeros((1, image_size, image_size, channels))
   target = jax.eval_shape(lambda: module.init(jax.random.key(0), shape, train=False))
+  target = {k: v for k, v in target.items() if k in _SAVED_COLLECTIONS}
   variables = ocp.StandardCheckpointer().restore(os.path.join(directory, _CHECKPOINT), target)
   return SavedModel(genotype, variables, class_names, image_size, channels, info)

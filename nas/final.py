@@ -16,6 +16,7 @@ import datasets
 import models
 from datasets import augment as augment_lib
 from models.genotype import Genotype
+from nas import explain
 from nas import records
 from nas import train as train_lib
 from nas.store import TrialStore
@@ -86,12 +87,15 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
           params=trial.params, flops=trial.flops,
           train_seconds=trained.result.train_seconds, checkpoint=checkpoint))
   finals = store.finals()
-  _copy_winner(top, finals, config.search.metric, os.path.join(workdir, 'best'))
+  best = _copy_winner(top, finals, config.search.metric, os.path.join(workdir, 'best'))
+  if best:
+    explain.grad_cam_figure(models.load(best), splits.test,
+                            os.path.join(workdir, 'explain', 'grad_cam.png'))
   return finals
 
 
 def _copy_winner(top: list[records.Trial], finals: list[records.FinalResult], metric: str,
-                 destination: str) -> None:
+                 destination: str) -> str | None:
   """Copies the best-ranked retrained genotype's best-validating seed to `destination`."""
   for trial in top:
     candidates = [f for f in finals if f.genotype_hash == trial.genotype_hash and f.checkpoint]
@@ -104,4 +108,5 @@ def _copy_winner(top: list[records.Trial], finals: list[records.FinalResult], me
       os.replace(partial, destination)
       logging.info('winner %s (seed %d) saved to %s', winner.genotype_hash, winner.seed,
                    destination)
-      return
+      return destination
+  return None

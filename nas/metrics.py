@@ -39,7 +39,26 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, A
       'specificity': _nan_to_none(specificity),
       'confusion_matrix': confusion.tolist(),
       'num_examples': int(len(labels)),
+      **calibration(labels, probs),
   }
+
+
+def calibration(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[str, Any]:
+  """Expected calibration error and the reliability diagram's bins (equal-width confidence).
+
+  ECE = sum over bins of |accuracy - mean confidence| weighted by the bin's share of examples.
+  """
+  confidence = probs.max(axis=1)
+  correct = probs.argmax(axis=1) == labels
+  which = np.minimum((confidence * bins).astype(int), bins - 1)
+  count = np.bincount(which, minlength=bins)
+  with np.errstate(invalid='ignore'):
+    mean_confidence = np.bincount(which, confidence, bins) / count
+    accuracy = np.bincount(which, correct, bins) / count
+  gaps = np.nan_to_num(np.abs(accuracy - mean_confidence)) * count
+  return {'ece': float(gaps.sum() / len(labels)),
+          'calibration': {'confidence': _nan_to_none(mean_confidence),
+                          'accuracy': _nan_to_none(accuracy), 'count': count.tolist()}}
 
 
 def _macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:

@@ -569,6 +569,32 @@ def _class_table(matrix: np.ndarray, evaluations: Sequence[dict[str, Any]],
   return table
 
 
+def _plot_reliability(evaluations: Sequence[dict[str, Any]], source: str) -> figure.Figure:
+  """Accuracy against confidence per bin, pooled over seeds, with the ECE of each seed."""
+  bins = [e['calibration'] for e in evaluations]
+  count = np.sum([b['count'] for b in bins], axis=0).astype(float)
+  def pooled(key):
+    values = np.array([[np.nan if v is None else v for v in b[key]] for b in bins])
+    weights = np.array([b['count'] for b in bins], dtype=float)
+    with np.errstate(invalid='ignore'):
+      return np.nansum(values * weights, axis=0) / count
+  accuracy, confidence = pooled('accuracy'), pooled('confidence')
+  ece_mean, ece_std = _mean_std([e['ece'] for e in evaluations])
+  edges = np.linspace(0, 1, len(count) + 1)
+  fig = figure.Figure(figsize=(4.6, 4.2))
+  ax = fig.subplots()
+  ax.bar(edges[:-1], np.nan_to_num(accuracy), width=np.diff(edges), align='edge',
+         edgecolor='black', alpha=0.7, label='accuracy')
+  ax.plot([0, 1], [0, 1], 'k--', label='perfect calibration')
+  ax.plot(confidence, accuracy, 'o', color='tab:red', markersize=3, label='bin mean confidence')
+  ax.set(xlabel='confidence', ylabel='accuracy', xlim=(0, 1), ylim=(0, 1))
+  ax.set_title(_plain(f'Reliability, {source}\nECE {_fmt_mean_std(ece_mean, ece_std)}'),
+               fontsize=9)
+  ax.legend(fontsize=7, loc='upper left')
+  fig.tight_layout()
+  return fig
+
+
 def _plot_class_rates(evaluations: Sequence[dict[str, Any]], names: Sequence[str],
                       title: str) -> figure.Figure:
   """Sensitivity and specificity per class; bars are means, whiskers the std over seeds."""
@@ -679,6 +705,24 @@ def _html_winner(run: Run, board: pd.DataFrame) -> list[str]:
                               f'Per-class sensitivity and specificity, {source}')
     parts += [_html_image(rates, 'per-class sensitivity and specificity of the winner'),
               _html_table(_class_table(matrix, evaluations, names))]
+  if all('calibration' in e for e in evaluations):
+    parts += ['<h3>Calibration</h3>',
+              _html_image(_plot_reliability(evaluations, source),
+                          'reliability diagram of the winner')]
+  return parts + _html_explanations(run)
+
+
+def _html_explanations(run: Run) -> list[str]:
+  """The heat maps the final stage drew (nas.explain), embedded."""
+  folder = os.path.join(run.workdir, 'explain')
+  images = sorted(f for f in os.listdir(folder) if f.endswith('.png')) if os.path.isdir(
+      folder) else []
+  parts = ['<h3>What the winner looks at (Grad-CAM)</h3>'] if images else []
+  for name in images:
+    with open(os.path.join(folder, name), 'rb') as f:
+      data = base64.b64encode(f.read()).decode('ascii')
+    parts.append(f'<img alt="{_e("Grad-CAM heat maps: " + name)}" '
+                 f'src="data:image/png;base64,{data}">')
   return parts
 
 

@@ -52,6 +52,11 @@ def test_synthetic_search_writes_store_leaderboard_and_report(synthetic_search):
   assert max(accuracies) > 0.7  # 4 classes: chance is 0.25
   assert len(finals) == 2  # top 1 genotype x 2 seeds, each tested once
   assert all(json.loads(m)['num_examples'] > 0 for (m,) in finals)
+  assert (synthetic_search / 'best' / 'genotype.json').exists()
+  assert (synthetic_search / 'explain' / 'grad_cam.png').exists()
+  html_text = (synthetic_search / 'report.html').read_text()
+  assert 'alt="Grad-CAM heat maps: grad_cam.png" src="data:image/png;base64,' in html_text
+  assert 'alt="reliability diagram of the winner"' in html_text
 
 
 def test_resume_with_a_different_config_refuses_and_keeps_the_store(synthetic_search):

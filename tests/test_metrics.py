@@ -45,3 +45,16 @@ def test_binary_auc_and_absent_class():
   one_class = metrics.classification_metrics(np.array([1, 1]), probs[:2])
   assert np.isnan(one_class['auc'])
   assert one_class['sensitivity'][0] is None
+
+
+def test_expected_calibration_error_by_hand():
+  # Two confident right answers in the top bin, two 0.55-confident answers (one right) in
+  # the bin [8/15, 9/15): ECE = 2/4 * |1 - 0.95| + 2/4 * |0.5 - 0.55| = 0.05.
+  labels = np.array([0, 1, 0, 1])
+  probs = np.array([[0.95, 0.05], [0.05, 0.95], [0.55, 0.45], [0.55, 0.45]])
+  result = metrics.calibration(labels, probs)
+  assert np.isclose(result['ece'], 0.05)
+  bins = result['calibration']
+  assert bins['count'][14] == 2 and bins['count'][8] == 2 and sum(bins['count']) == 4
+  assert np.isclose(bins['accuracy'][8], 0.5) and np.isclose(bins['confidence'][14], 0.95)
+  assert bins['accuracy'][0] is None  # an empty bin

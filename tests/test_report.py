@@ -12,6 +12,7 @@ import sys
 import time
 
 import ml_collections
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -294,3 +295,21 @@ def test_header_shows_the_deduplicated_test_accuracy(tmp_path):
   text = (tmp_path / 'run' / 'leaderboard.md').read_text()
   assert 'without leaked images' in text
   assert 'accuracy 0.8500 ± 0.0707 on the 619 test images' in text
+
+
+def test_report_embeds_reliability_diagram_and_grad_cam(tmp_path):
+  workdir = _make_search(tmp_path / 'run', finals=False)
+  labels = np.array([0, 1, 1, 3, 3, 0])
+  probs = np.eye(4)[[0, 1, 0, 3, 3, 0]] * 0.7 + 0.075
+  with store.TrialStore(workdir) as s:
+    for seed in (0, 1):
+      final = _final(G1, seed, 0.9)
+      final.test_metrics.update(metrics.calibration(labels, probs))
+      s.add_final(final)
+  (tmp_path / 'run' / 'explain').mkdir()
+  (tmp_path / 'run' / 'explain' / 'grad_cam.png').write_bytes(b'\x89PNG\r\n\x1a\nfake')
+  report.write_report([workdir])
+  html_text = (tmp_path / 'run' / 'report.html').read_text()
+  assert 'alt="reliability diagram of the winner" src="data:image/png;base64,' in html_text
+  assert 'alt="Grad-CAM heat maps: grad_cam.png" src="data:image/png;base64,iVBORw0KGgpmYWtl"' \
+      in html_text
