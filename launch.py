@@ -24,7 +24,8 @@ import ml_collections
 FLAGS = flags.FLAGS
 flags.DEFINE_string('experiment', None, 'Experiment name (see --list_experiments).')
 flags.DEFINE_string('preset', 'quick', 'smoke | quick | cpu | full.')
-flags.DEFINE_string('workdir', None, 'Where the search is stored (default runs/<experiment>-<time>).')
+flags.DEFINE_string('workdir', None,
+                    'Where the search is stored (default runs/<experiment>-<time>).')
 flags.DEFINE_string('data_dir', None, 'Dataset root (default $MEDNAS_DATA_DIR or ./data).')
 flags.DEFINE_bool('resume', False, 'Continue the search stored in --workdir.')
 flags.DEFINE_bool('list_experiments', False, 'List the experiments and exit.')

@@ -11,7 +11,6 @@ conv_layers.json and conv_layers.md with the median seconds and the ratios to Py
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -22,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import results as bench_results
 from models import layers
 
 _OUT_DIR = flags.DEFINE_string('out_dir', 'benchmarks/out', 'Where results are written.')
@@ -99,18 +99,14 @@ def measure(repeats: int) -> list[dict]:
 def main(argv: list[str]) -> None:
   del argv
   rows = measure(_REPEATS.value)
-  os.makedirs(_OUT_DIR.value, exist_ok=True)
   meta = {'machine': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
           'jax': jax.__version__, 'backend': jax.default_backend(), 'batch': BATCH}
-  with open(os.path.join(_OUT_DIR.value, 'conv_layers.json'), 'w') as f:
-    json.dump({'meta': meta, 'rows': rows}, f, indent=2)
   lines = ['| layer | px | XLA conv s | MedNAS conv s | PyTorch s | XLA/PyTorch | MedNAS/PyTorch |',
            '|---|---|---|---|---|---|---|']
   lines += [f'| {r["layer"]} | {r["size"]} | {r["xla_conv"]:.4f} | {r["mednas_conv"]:.4f} | '
             f'{r["torch"]:.4f} | {r["xla/torch"]:.2f} | {r["mednas/torch"]:.2f} |' for r in rows]
-  with open(os.path.join(_OUT_DIR.value, 'conv_layers.md'), 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  print('\n'.join(lines))
+  bench_results.write(_OUT_DIR.value, 'conv_layers', {'meta': meta, 'rows': rows},
+                      '\n'.join(lines))
 
 
 if __name__ == '__main__':

@@ -7,7 +7,6 @@ dataset is absent. Writes input_pipeline.json and input_pipeline.md to --out_dir
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -20,6 +19,7 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 
+from benchmarks import results as bench_results
 import datasets
 from datasets import augment
 from datasets import pipeline
@@ -94,15 +94,10 @@ def main(argv: list[str]) -> None:
   results['augment_only_images_per_s'] = reps * bs / _timed(
       lambda: [step(jax.random.key(i), resident).block_until_ready() for i in range(reps)])
 
-  os.makedirs(_OUT_DIR.value, exist_ok=True)
-  with open(os.path.join(_OUT_DIR.value, 'input_pipeline.json'), 'w') as f:
-    json.dump(results, f, indent=1)
   rows = [f'| {k} | {v:,.2f} |' if isinstance(v, float) else f'| {k} | {v} |'
           for k, v in results.items()]
-  table = '\n'.join(['| measure | value |', '|---|---|', *rows])
-  with open(os.path.join(_OUT_DIR.value, 'input_pipeline.md'), 'w') as f:
-    f.write(f'# Input pipeline benchmark\n\n{table}\n')
-  print(table)
+  bench_results.write(_OUT_DIR.value, 'input_pipeline', results,
+                      '\n'.join(['| measure | value |', '|---|---|', *rows]))
 
 
 if __name__ == '__main__':

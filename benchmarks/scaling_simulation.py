@@ -11,13 +11,13 @@ Writes scaling_simulation.json and .md.
 from __future__ import annotations
 
 import heapq
-import json
-import os
 import sqlite3
 
 from absl import app
 from absl import flags
 import numpy as np
+
+from benchmarks import results as bench_results
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A search workdir whose trials give the times.')
 _WORKERS = flags.DEFINE_list('workers', ['8', '64', '512'], 'Worker counts to simulate.')
@@ -66,9 +66,6 @@ def main(argv: list[str]) -> None:
              'seconds_median': float(np.median(samples)),
              'seconds_p90': float(np.percentile(samples, 90)),
              'seconds_max': float(samples.max()), 'rows': rows}
-  os.makedirs(_OUT_DIR.value, exist_ok=True)
-  with open(os.path.join(_OUT_DIR.value, 'scaling_simulation.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
   lines = [f'Candidate times from {len(samples)} trained candidates of {_WORKDIR.value}: '
            f'median {summary["seconds_median"]:.0f} s, p90 {summary["seconds_p90"]:.0f} s, '
            f'max {summary["seconds_max"]:.0f} s.', '',
@@ -77,9 +74,7 @@ def main(argv: list[str]) -> None:
   lines += [f'| {r["workers"]} | {r["candidates"]} | {r["sync_hours"]:.2f} | '
             f'{r["sync_utilisation"]:.0%} | {r["async_hours"]:.2f} | '
             f'{r["async_utilisation"]:.0%} | {r["async_speedup"]:.2f}x |' for r in rows]
-  with open(os.path.join(_OUT_DIR.value, 'scaling_simulation.md'), 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  print('\n'.join(lines))
+  bench_results.write(_OUT_DIR.value, 'scaling_simulation', summary, '\n'.join(lines))
 
 
 if __name__ == '__main__':

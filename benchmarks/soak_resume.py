@@ -10,7 +10,6 @@ evaluations were lost, duplicated or changed in the killed-and-resumed search: a
 from __future__ import annotations
 
 import collections
-import json
 import os
 import random
 import sqlite3
@@ -21,6 +20,8 @@ import time
 
 from absl import app
 from absl import flags
+
+from benchmarks import results as bench_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEARCH_ARGS = ('--experiment=pso_synthetic', '--preset=smoke')
@@ -128,13 +129,8 @@ def main(argv: list[str]) -> None:
               'reference_seconds': round(reference_seconds, 1),
               'killed_and_resumed_seconds': round(time.monotonic() - start, 1),
               **compare(reference, outcome(os.path.join(tmp, 'killed')))}
-  os.makedirs(_OUT_DIR.value, exist_ok=True)
-  with open(os.path.join(_OUT_DIR.value, 'soak_resume.json'), 'w') as f:
-    json.dump(result, f, indent=2)
   table = ['| measure | value |', '|---|---|'] + [f'| {k} | {v} |' for k, v in result.items()]
-  with open(os.path.join(_OUT_DIR.value, 'soak_resume.md'), 'w') as f:
-    f.write('\n'.join(table) + '\n')
-  print('\n'.join(table))
+  bench_results.write(_OUT_DIR.value, 'soak_resume', result, '\n'.join(table))
 
 
 if __name__ == '__main__':

@@ -22,6 +22,7 @@ import time
 from absl import app
 from absl import flags
 
+from benchmarks import results as bench_results
 from models import zoo
 from models.genotype import Genotype, Stage
 
@@ -68,7 +69,7 @@ def _jax_worker(genotype: Genotype, size: int, steps: int) -> dict:
   from datasets import augment  # pylint: disable=g-import-not-at-top
   from models import counting  # pylint: disable=g-import-not-at-top
   from nas import train  # pylint: disable=g-import-not-at-top
-  compiled = train._compiled(genotype, CLASSES, 'float32', 'adamw', 0.9,  # pylint: disable=protected-access
+  compiled = train.compiled_steps(genotype, CLASSES, 'float32', 'adamw', 0.9,
                              augment.AugmentConfig())
   rng = np.random.default_rng(0)
   batch = {'image': rng.integers(0, 256, (BATCH, size, size, CHANNELS), dtype=np.uint8),
@@ -163,14 +164,9 @@ def main(argv: list[str]) -> None:
              'torch': _measure('torch', network, size, _STEPS.value)}
       rows.append(row)
       print(_table([row]).splitlines()[-1], flush=True)
-  os.makedirs(_OUT_DIR.value, exist_ok=True)
   meta = {'machine': platform.machine(), 'cpus': os.cpu_count(), 'batch': BATCH,
           'channels': CHANNELS, 'steps': _STEPS.value}
-  with open(os.path.join(_OUT_DIR.value, 'train_step.json'), 'w') as f:
-    json.dump({'meta': meta, 'rows': rows}, f, indent=2)
-  with open(os.path.join(_OUT_DIR.value, 'train_step.md'), 'w') as f:
-    f.write(_table(rows) + '\n')
-  print(_table(rows))
+  bench_results.write(_OUT_DIR.value, 'train_step', {'meta': meta, 'rows': rows}, _table(rows))
 
 
 if __name__ == '__main__':

@@ -44,9 +44,18 @@ class SavedModel:
     """uint8 images (N, image_size, image_size, channels) -> float32 logits (N, classes)."""
     return _apply(self.module, self.variables, jnp.asarray(images))
 
-  def predict(self, images: np.ndarray) -> np.ndarray:
-    """Class probabilities, (N, classes)."""
-    return np.asarray(jax.nn.softmax(self.logits(images)))
+  def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities, (N, classes), computed `batch_size` images at a time.
+
+    Every batch is padded to `batch_size`, so any number of images compiles once.
+    """
+    out = []
+    for start in range(0, len(images), batch_size):
+      batch = images[start:start + batch_size]
+      padding = np.zeros((batch_size - len(batch),) + batch.shape[1:], batch.dtype)
+      logits = self.logits(np.concatenate([batch, padding]))[:len(batch)]
+      out.append(np.asarray(jax.nn.softmax(logits)))
+    return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
 
 @functools.partial(jax.jit, static_argnums=0)

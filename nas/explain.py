@@ -55,8 +55,7 @@ def pick_examples(labels: np.ndarray, predictions: np.ndarray, num_classes: int,
 def grad_cam_figure(model: SavedModel, split: datasets.Split, path: str,
                     per_kind: int = 2) -> str:
   """Saves a grid of Grad-CAM overlays (rows: true class; correct, then misclassified)."""
-  probs = np.concatenate([model.predict(split.images[i:i + 256])
-                          for i in range(0, len(split.labels), 256)])
+  probs = model.predict(split.images, 256)
   predictions = probs.argmax(axis=1)
   chosen = pick_examples(split.labels, predictions, len(model.class_names), per_kind)
   heat = grad_cam(model, split.images[chosen], predictions[chosen])

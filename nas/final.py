@@ -78,7 +78,8 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
       models.save(checkpoint, genotype,
                   {'params': trained.state.params, 'batch_stats': trained.state.batch_stats},
                   splits.class_names, config.data.image_size, config.data.channels,
-                  dataset=config.data.name, experiment=config.experiment, seed=seed,
+                  dataset=config.data.name, data_options=config.data.options.to_dict(),
+                  experiment=config.experiment, seed=seed,
                   val_metrics=trained.result.metrics)
       store.add_final(records.FinalResult(
           genotype_hash=genotype.hash, genotype=trial.genotype,

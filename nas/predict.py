@@ -37,29 +37,14 @@ def image_paths(targets: Sequence[str]) -> Iterator[str]:
 
 def predict(model, paths: Sequence[str], batch_size: int) -> list[dict]:
   """One result per path: {'path', 'class', 'probabilities'} or {'path', 'error'}."""
-  results, batch = [], []
-
-  def flush():
-    if not batch:
-      return
-    images = np.stack([image for _, image in batch])
-    padding = batch_size - len(batch)  # one shape for every batch: one compile
-    probs = model.predict(np.concatenate([images, np.zeros_like(images[:1]).repeat(padding, 0)]))
-    for (index, _), p in zip(batch, probs):
-      results[index] = {'path': results[index]['path'],
-                        'class': model.class_names[int(p.argmax())],
-                        'probabilities': dict(zip(model.class_names, map(float, p)))}
-    batch.clear()
-
-  for path, decoded in zip(paths, imaging.decode_all(paths, model.image_size, model.channels)):
-    if isinstance(decoded, Exception):
-      results.append({'path': path, 'error': f'{type(decoded).__name__}: {decoded}'})
-      continue
-    results.append({'path': path})
-    batch.append((len(results) - 1, decoded))
-    if len(batch) == batch_size:
-      flush()
-  flush()
+  decoded = list(imaging.decode_all(paths, model.image_size, model.channels))
+  readable = [i for i, d in enumerate(decoded) if not isinstance(d, Exception)]
+  probs = model.predict(np.stack([decoded[i] for i in readable]), batch_size) if readable else []
+  results = [{'path': p, 'error': f'{type(d).__name__}: {d}'} if isinstance(d, Exception)
+             else {'path': p} for p, d in zip(paths, decoded)]
+  for i, p in zip(readable, probs):
+    results[i].update({'class': model.class_names[int(p.argmax())],
+                       'probabilities': dict(zip(model.class_names, map(float, p)))})
   return results
 
 

@@ -50,7 +50,7 @@ class NonFiniteLoss(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Steps:
+class Steps:
   """The compiled functions of one architecture; shared by genotypes that differ in TrainGenes."""
   model: Any
   init: Callable
@@ -117,8 +117,8 @@ def _mesh() -> jax.sharding.Mesh:
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(architecture: Genotype, num_classes: int, dtype: str, optimizer: str,
-              momentum: float, aug_config: augment_lib.AugmentConfig) -> _Steps:
+def compiled_steps(architecture: Genotype, num_classes: int, dtype: str, optimizer: str,
+              momentum: float, aug_config: augment_lib.AugmentConfig) -> Steps:
   """jit-wrapped steps per architecture; jax caches the executables per input shape."""
   model = models.build(architecture, num_classes, dtype=jnp.dtype(dtype))
   tx = _direction(optimizer, momentum)
@@ -132,7 +132,7 @@ def _compiled(architecture: Genotype, num_classes: int, dtype: str, optimizer: s
                              batch_stats=variables.get('batch_stats', {}))
 
   step = functools.partial(train_step, aug_config=aug_config, num_classes=num_classes)
-  return _Steps(
+  return Steps(
       model=model,
       init=jax.jit(init, static_argnums=1, out_shardings=replicated),
       train_step=jax.jit(step, in_shardings=(replicated, batch_sharded, replicated, replicated),
@@ -168,7 +168,7 @@ def _batch_size(genes: TrainGenes, num_train: int) -> int:
   return size
 
 
-def evaluate(state: TrainState, steps: _Steps, split: datasets.Split,
+def evaluate(state: TrainState, steps: Steps, split: datasets.Split,
              batch_size: int) -> dict[str, Any]:
   """Metrics of the state on a whole split (padding rows are dropped before scoring)."""
   batch_size = max(jax.device_count(), batch_size - batch_size % jax.device_count())
@@ -188,7 +188,7 @@ class Trained:
   """A trained network: its result, and what is needed to evaluate or save it."""
   result: records.TrainResult
   state: TrainState | None
-  steps: _Steps | None
+  steps: Steps | None
 
 
 def train_and_evaluate(genotype: Genotype, train: datasets.Split, val: datasets.Split,
@@ -274,7 +274,7 @@ def _fit(genotype, train, val, num_classes, epochs, seed, train_cfg, aug_config,
          history, timing, start, checkpoint_dir):
   """The training loop; raises on failure. Fills `history` and `timing` as it goes."""
   architecture = dataclasses.replace(genotype, train=TrainGenes())
-  steps = _compiled(architecture, num_classes, train_cfg.dtype, train_cfg.optimizer,
+  steps = compiled_steps(architecture, num_classes, train_cfg.dtype, train_cfg.optimizer,
                     float(train_cfg.momentum), aug_config)
   genes = genotype.train
   batch_size = _batch_size(genes, len(train.labels))

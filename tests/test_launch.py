@@ -23,7 +23,7 @@ def _launch(*args, cache_dir=None):
 def _assert_one_line_error(result, *fragments):
   assert result.returncode == 2, result.stderr[-3000:]
   assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-  lines = [l for l in result.stderr.splitlines() if l.startswith('error: ')]
+  lines = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert len(lines) == 1, result.stderr[-3000:]
   for fragment in fragments:
     assert fragment in lines[0]
@@ -57,6 +57,20 @@ def test_synthetic_search_writes_store_leaderboard_and_report(synthetic_search):
   html_text = (synthetic_search / 'report.html').read_text()
   assert 'alt="Grad-CAM heat maps: grad_cam.png" src="data:image/png;base64,' in html_text
   assert 'alt="reliability diagram of the winner"' in html_text
+
+
+def test_saved_winner_scores_as_the_final_stage_did(synthetic_search):
+  info = json.loads((synthetic_search / 'best' / 'preprocessing.json').read_text())
+  with sqlite3.connect(synthetic_search / 'trials.sqlite') as db:
+    (stored,), = db.execute('SELECT test_metrics FROM final WHERE seed = ?',
+                            (info['seed'],)).fetchall()
+  result = subprocess.run([sys.executable, '-m', 'nas.evaluate',
+                           f'--model={synthetic_search / "best"}'], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  scored, stored = json.loads(result.stdout), json.loads(stored)
+  assert scored['num_examples'] == stored['num_examples']
+  assert abs(scored['accuracy'] - stored['accuracy']) <= 1 / stored['num_examples']
 
 
 def test_resume_with_a_different_config_refuses_and_keeps_the_store(synthetic_search):

@@ -42,7 +42,7 @@ def test_predict_a_folder_with_a_corrupt_file(tmp_path):
   rows = {os.path.relpath(r['path'], folder): r for r in json.loads(result.stdout)}
   assert set(rows) == {'a.png', 'b.jpg', 'broken.jpg', os.path.join('nested', 'c.png')}
   assert 'error' in rows['broken.jpg']
-  assert [l for l in result.stderr.splitlines() if l.startswith('error: ')] == [
+  assert [line for line in result.stderr.splitlines() if line.startswith('error: ')] == [
       f'error: {folder / "broken.jpg"}: {rows["broken.jpg"]["error"]}']
 
   model = models.load(model_dir)

@@ -46,10 +46,10 @@ def test_a_small_network_learns_the_synthetic_task():
 
 def test_hyperparameters_do_not_recompile():
   _train(_genotype(), epochs=1)
-  before = train_lib._compiled.cache_info()
+  before = train_lib.compiled_steps.cache_info()
   trained = _train(_genotype(learning_rate=1e-3, weight_decay=1e-3, label_smoothing=0.1,
                              augment=0.5), epochs=1)
-  after = train_lib._compiled.cache_info()
+  after = train_lib.compiled_steps.cache_info()
   assert trained.result.status == records.OK
   assert after.hits == before.hits + 1 and after.misses == before.misses
 
