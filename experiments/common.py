@@ -72,6 +72,8 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
   # How candidates are proposed and scored.
   c.search = ml_collections.ConfigDict(dict(
       optimizer='pso',
+      mode='sync',              # sync: ask, train and tell a population at a time (papers);
+                                # async: keep executor.slots training, tell each as it ends
       options=ml_collections.ConfigDict(),  # optimizer settings, e.g. popsize, omega, phip, phig
       population=8,             # candidates asked per batch (the swarm / population size)
       budget=32,                # candidates asked in all (duplicates and rejections included)

@@ -10,7 +10,9 @@
   processes, which is how the tests run it). A preempted job is requeued and its candidate
   continues from its last training checkpoint.
 
-A future only needs `.result()`. Every executor's workers share the JAX compilation cache.
+A future only needs `.done()` and `.result()`. `slots` is how many candidates an executor
+trains at once, which is how many an asynchronous search keeps in flight. Every executor's
+workers share the JAX compilation cache.
 """
 from __future__ import annotations
 
@@ -49,6 +51,8 @@ class LocalExecutor:
   loses at most the one candidate in training.
   """
 
+  slots = 1
+
   def submit(self, fn: Callable[..., Any], *args, **kwargs) -> concurrent.futures.Future:
     return _Deferred(functools.partial(fn, *args, **kwargs))
 
@@ -81,6 +85,7 @@ class ProcessExecutor:
   """A pool of spawned worker processes; on an accelerator host, one per device."""
 
   def __init__(self, workers: int, accelerator: str, compilation_cache: str):
+    self.slots = workers
     context = multiprocessing.get_context('spawn')  # never fork a process that holds JAX
     slots = context.Queue()
     for slot in range(workers):
@@ -104,6 +109,7 @@ class DaskExecutor:
 
   def __init__(self, workers: int, address: str, compilation_cache: str):
     from distributed import Client, LocalCluster  # pylint: disable=g-import-not-at-top
+    self.slots = workers
     if address:
       self._client = Client(address)
       self._cluster = None
@@ -150,6 +156,7 @@ class SlurmExecutor:
 
   def __init__(self, folder: str, slurm: ml_collections.ConfigDict, compilation_cache: str):
     import submitit  # pylint: disable=g-import-not-at-top
+    self.slots = slurm.array_parallelism
     self._compilation_cache = compilation_cache
     self._executor = submitit.AutoExecutor(folder=folder, cluster=slurm.cluster or None)
     parameters = {'timeout_min': slurm.timeout_min, 'gpus_per_node': slurm.gpus_per_node,

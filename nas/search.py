@@ -5,6 +5,13 @@ under its `(ask_index, fidelity)` key. Resuming re-runs the loop from the start:
 in the store are told again without training, so the optimizer is rebuilt by replaying its
 own ask/tell history, and only the trials that were in flight are trained again.
 
+In `search.mode='async'` the loop keeps `executor.slots` candidates training and tells each
+result the moment it is stored, asking a new candidate at once, so no worker waits for the
+slowest of a batch. Which candidate finishes first is up to the machine, so two async runs
+differ; a resumed async search still replays its own history exactly, because among the
+candidates in flight the one stored first is the one that finished first (given the same
+number of workers, which `--resume` keeps).
+
 The search sees the training and validation splits only (`Spec.train_val`), never the test split.
 """
 from __future__ import annotations
@@ -15,6 +22,7 @@ import os
 import shutil
 import time
 import warnings
+from typing import Any
 
 from absl import logging
 import ml_collections
@@ -90,6 +98,10 @@ def loss_of(metrics: dict, metric: str, penalty: float) -> float:
   return 1.0 - value
 
 
+# search.mode -> the loop that runs it.
+_LOOPS = {'sync': '_loop', 'async': '_loop_async'}
+
+
 class Search:
   """One search over one search space, writing every trial to `store`."""
 
@@ -110,6 +122,13 @@ class Search:
     if unknown:
       raise errors.UserError(f'unknown search.objectives {sorted(unknown)}; '
                              f'extra objectives are any of {", ".join(_COSTS)}')
+    if config.search.mode not in _LOOPS:
+      raise errors.UserError(f'unknown search.mode {config.search.mode!r}; choose one of '
+                             f'{", ".join(_LOOPS)}')
+    if config.search.mode == 'async' and len(self.rungs) > 1:
+      raise errors.UserError(
+          'search.mode=async trains every candidate at one fidelity; set '
+          'search.fidelity.rungs=() (train.epochs is then the fidelity) or use search.mode=sync')
     self._failures_in_a_row = 0
 
   def run(self) -> list[records.Trial]:
@@ -122,7 +141,7 @@ class Search:
       optimizer = optimizers.make(
           cfg.optimizer, self.space.parametrization(self.config.seed), budget,
           cfg.population, cfg.options.to_dict(), grid=self.space.grid())
-      self._loop(optimizer, budget)
+      getattr(self, _LOOPS[cfg.mode])(optimizer, budget)
     return self.store.trials()
 
   def _loop(self, optimizer, budget: int) -> None:
@@ -145,6 +164,92 @@ class Search:
         best = min([best, *(t.loss for t in trials)])
         bar.update(len(candidates))
         bar.set_postfix(best_val=f'{1 - best:.4f}' if best < cfg.penalty else 'none')
+
+  def _loop_async(self, optimizer, budget: int) -> None:
+    cfg = self.config.search
+    fidelity = self.rungs[-1]
+    start = time.monotonic()
+    asked, best = 0, math.inf
+    finished: dict[str, records.Trial] = {}  # genotype hash -> the trial that trained it
+    in_flight: dict[str, list[tuple[int, Any, Genotype]]] = {}  # hash -> asks waiting on it
+    futures: dict[str, Any] = {}  # hash -> its training; absent when replayed from the store
+    with tqdm.tqdm(total=budget, desc=self.config.experiment, unit='cand') as bar:
+
+      def tell(candidate, trial: records.Trial) -> None:
+        nonlocal best
+        optimizer.tell(candidate, self._objectives(trial))
+        best = min(best, trial.loss)
+        bar.update(1)
+        bar.set_postfix(best_val=f'{1 - best:.4f}' if best < cfg.penalty else 'none')
+
+      while True:
+        while (len(in_flight) < self.executor.slots and asked < budget and
+               not (cfg.time_budget_s and time.monotonic() - start > cfg.time_budget_s)):
+          candidate = optimizer.ask()
+          genotype = self.space.decode(candidate.value)
+          ask_index, generation = asked, asked // self.executor.slots
+          asked += 1
+          if genotype.hash in in_flight:
+            in_flight[genotype.hash].append((ask_index, candidate, genotype))
+            continue
+          reason = self.space.violation(genotype)
+          if reason or genotype.hash in finished:
+            stored = self._stored(ask_index, fidelity, genotype)
+            if stored:
+              tell(candidate, stored)
+            elif reason:
+              tell(candidate, self._record(ask_index, fidelity, generation, genotype,
+                                           status=records.REJECTED, error=reason))
+            else:
+              tell(candidate, self._record_duplicate(ask_index, generation, genotype,
+                                                     finished[genotype.hash]))
+            continue
+          in_flight[genotype.hash] = [(ask_index, candidate, genotype)]
+          if not self._stored(ask_index, fidelity, genotype):
+            futures[genotype.hash] = self.executor.submit(evaluate_candidate, genotype, fidelity,
+                                                          self.ctx)
+        if not in_flight:
+          break
+        genotype_hash = self._next_finished(in_flight, futures, fidelity)
+        (ask_index, candidate, genotype), *copies = in_flight.pop(genotype_hash)
+        generation = ask_index // self.executor.slots
+        if genotype_hash in futures:
+          source = self._record_trained(ask_index, fidelity, generation, genotype,
+                                        futures.pop(genotype_hash).result())
+        else:
+          source = self._stored(ask_index, fidelity, genotype)
+        finished[genotype_hash] = source
+        tell(candidate, source)
+        for copy_index, copy_candidate, copy in copies:
+          tell(copy_candidate, self._stored(copy_index, fidelity, copy) or self._record_duplicate(
+              copy_index, copy_index // self.executor.slots, copy, source))
+
+  def _next_finished(self, in_flight: dict, futures: dict, fidelity: int) -> str:
+    """The hash, among those in flight, whose training finishes next.
+
+    Replayed trainings finish first, in the order they were stored; then whichever future is
+    done first. A lone future is simply waited for: that also runs the local executor's.
+    """
+    replayed = [h for h in in_flight if h not in futures]
+    if replayed:
+      return min(replayed, key=lambda h: self.store.trial_at(in_flight[h][0][0], fidelity).id)
+    if len(futures) == 1:
+      return next(iter(futures))
+    while True:
+      for genotype_hash, future in futures.items():
+        if future.done():
+          return genotype_hash
+      time.sleep(0.05)
+
+  def _stored(self, ask_index: int, fidelity: int, genotype: Genotype) -> records.Trial | None:
+    """The stored trial of this ask, if any; it must be of the genotype asked again now."""
+    stored = self.store.trial_at(ask_index, fidelity)
+    if stored and stored.genotype_hash != genotype.hash:
+      raise errors.UserError(
+          f'the stored search does not replay: candidate {ask_index} was '
+          f'{stored.genotype_hash}, now {genotype.hash}; the code or the config changed '
+          'since it was started, so start a new --workdir')
+    return stored
 
   def _objectives(self, trial: records.Trial) -> float | list[float]:
     """What the optimizer is told: the loss, or the loss and the cost of each extra objective.
@@ -195,13 +300,8 @@ class Search:
   def _submit(self, items, fidelity, generation, trials, waiting, futures) -> None:
     """Fills `trials` with what needs no training and submits the rest, once per genotype."""
     for ask_index, genotype in items:
-      stored = self.store.trial_at(ask_index, fidelity)
+      stored = self._stored(ask_index, fidelity, genotype)
       if stored:
-        if stored.genotype_hash != genotype.hash:
-          raise errors.UserError(
-              f'the stored search does not replay: candidate {ask_index} was '
-              f'{stored.genotype_hash}, now {genotype.hash}; the code or the config changed '
-              'since it was started, so start a new --workdir')
         trials[ask_index] = stored
         continue
       reason = self.space.violation(genotype)

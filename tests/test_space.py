@@ -10,7 +10,7 @@ import nevergrad as ng
 import numpy as np
 import pytest
 
-import experiments
+from experiments import common
 import models
 from models.genotype import Genotype, Stage, TrainGenes
 from nas import optimizers
@@ -20,7 +20,10 @@ ROOT = __file__.rsplit('/tests/', 1)[0]
 
 
 def _space(image_size=28, **changes):
-  config = experiments.get_config('pso_brain_mri', 'cpu').space
+  # A fixed space, independent of how the experiments' presets change.
+  config = common.search_config('space_test', 'cpu').space
+  config.update(num_stages=4, num_cells=(0, 1, 2), widths=(16, 32, 64, 128),
+                learning_rates=(1e-3, 3e-3))
   config.update(changes)
   return space_lib.SearchSpace(config, image_size=image_size, channels=1, num_classes=4)
 

@@ -106,21 +106,32 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path, monkeypatch, pati
 
 
 _RUN_ON_DEVICES = """
-import json, sys
+import dataclasses, json, sys
 sys.path.insert(0, {root!r})
-import jax, datasets, experiments
+import jax, jax.numpy as jnp, numpy as np, datasets, experiments
 from datasets import augment as augment_lib
-from models.genotype import Genotype
+from datasets import pipeline
+from models.genotype import Genotype, TrainGenes
 from nas import train as train_lib
 config = experiments.get_config('pso_synthetic', 'smoke')
 splits = datasets.load('synthetic', image_size=16, channels=1, seed=0,
                        **config.data.options.to_dict())
 genotype = Genotype.from_json(sys.argv[1])
+aug_config = augment_lib.AugmentConfig(**config.augment)
+steps = train_lib.compiled_steps(dataclasses.replace(genotype, train=TrainGenes()), 4,
+                                 'float32', 'adamw', 0.9, aug_config)
+state = steps.init(jax.random.key(0, impl='rbg'), (1, 16, 16, 1))
+batch = next(pipeline.train_batches(splits.train, 32, 0, 0))
+hparams = {{k: jnp.float32(v) for k, v in dict(learning_rate=1e-2, weight_decay=1e-4,
+                                               label_smoothing=0.0, augment=0.5).items()}}
+state, loss = steps.train_step(state, batch, jax.random.key(0), hparams)
+first = {{'loss': float(loss), 'params': float(sum(jnp.abs(p).sum()
+                                                  for p in jax.tree.leaves(state.params)))}}
 trained = train_lib.train_and_evaluate(
     genotype, splits.train, splits.val, 4, 2, seed=0, train_cfg=config.train,
-    aug_config=augment_lib.AugmentConfig(**config.augment))
-print(json.dumps({{'devices': jax.device_count(), 'history': trained.result.history,
-                  'error': trained.result.error}}))
+    aug_config=aug_config)
+print(json.dumps({{'devices': jax.device_count(), 'first_step': first,
+                  'history': trained.result.history, 'error': trained.result.error}}))
 """
 
 
@@ -138,7 +149,10 @@ def test_one_and_two_devices_train_the_same():
   one = _run_on_devices(genotype, 1)
   two = _run_on_devices(genotype, 2)
   assert one['devices'] == 1 and two['devices'] == 2, (one['error'], two['error'])
+  # One step: the same arithmetic up to the order of float sums across devices.
+  assert one['first_step'] == pytest.approx(two['first_step'], rel=1e-5)
+  # Two epochs: rounding differences grow through training, but stay small.
   for a, b in zip(one['history'], two['history'], strict=True):
-    assert a['train_loss'] == pytest.approx(b['train_loss'], rel=1e-3)
-    assert a['val_loss'] == pytest.approx(b['val_loss'], rel=1e-3)
-    assert abs(a['accuracy'] - b['accuracy']) <= 0.02
+    assert a['train_loss'] == pytest.approx(b['train_loss'], rel=1e-2)
+    assert a['val_loss'] == pytest.approx(b['val_loss'], rel=2e-2)
+    assert abs(a['accuracy'] - b['accuracy']) <= 0.03

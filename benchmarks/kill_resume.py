@@ -1,0 +1,96 @@
+"""Kill a search with SIGKILL at seeded moments, resume it, and compare with an unbroken one.
+
+Used by the crash-safety test and by `benchmarks.soak_resume`.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEARCH_ARGS = ('--experiment=pso_synthetic', '--preset=smoke')
+
+
+def _launch(workdir: str, resume: bool, env: dict[str, str], args=SEARCH_ARGS):
+  command = [sys.executable, 'launch.py', f'--workdir={workdir}']
+  command += ['--resume'] if resume else list(args)
+  return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def count_rows(workdir: str) -> int:
+  try:
+    with sqlite3.connect(f'file:{workdir}/trials.sqlite?mode=ro', uri=True) as db:
+      return sum(db.execute(f'SELECT count(*) FROM {t}').fetchone()[0]
+                 for t in ('trials', 'final'))
+  except sqlite3.Error:
+    return 0
+
+
+def outcome(workdir: str) -> dict[str, list]:
+  """Every trial and final evaluation of a search, as comparable rows."""
+  with sqlite3.connect(f'file:{workdir}/trials.sqlite?mode=ro', uri=True) as db:
+    return {
+        'trials': db.execute('SELECT ask_index, fidelity, genotype_hash, status, loss '
+                             'FROM trials ORDER BY ask_index, fidelity').fetchall(),
+        'final': db.execute('SELECT genotype_hash, seed, test_metrics FROM final '
+                            'ORDER BY genotype_hash, seed').fetchall(),
+    }
+
+
+def run_search(workdir: str, env: dict[str, str], args=SEARCH_ARGS) -> None:
+  process = _launch(workdir, False, env, args)
+  _, stderr = process.communicate()
+  if process.returncode:
+    raise RuntimeError(f'search failed: {stderr[-3000:]}')
+
+
+def kill_and_resume(workdir: str, env: dict[str, str], kills: int, seed: int,
+                    rows_per_kill: float, args=SEARCH_ARGS) -> int:
+  """Runs the search, SIGKILLs it `kills` times at seeded moments, resumes until it ends.
+
+  A kill comes once the store has grown by about `rows_per_kill` rows since the last one,
+  plus a random delay of up to a second, so that it lands in training, in the final stage
+  or while writing. Returns how many kills landed before the search ended.
+  """
+  rng = random.Random(seed)
+  landed = 0
+  for attempt in range(kills + 1):
+    started = os.path.exists(os.path.join(workdir, 'trials.sqlite'))
+    process = _launch(workdir, started, env, args)
+    if attempt < kills:
+      target = count_rows(workdir) + rng.uniform(0.5, 2 * rows_per_kill)
+      while process.poll() is None and count_rows(workdir) < target:
+        time.sleep(0.05)
+      time.sleep(rng.uniform(0.0, 1.0))
+      if process.poll() is None:
+        process.kill()
+        process.wait()
+        landed += 1
+        continue
+    _, stderr = process.communicate()
+    if process.returncode:
+      raise RuntimeError(f'resumed search failed: {stderr[-3000:]}')
+    return landed
+  return landed
+
+
+def compare(reference: dict[str, list], resumed: dict[str, list]) -> dict[str, int]:
+  """Lost, duplicated and changed rows of the resumed search against the reference."""
+  counts = {}
+  for table, key_width in (('trials', 2), ('final', 2)):
+    ref = {row[:key_width]: row for row in reference[table]}
+    seen = collections.Counter(row[:key_width] for row in resumed[table])
+    got = {row[:key_width]: row for row in resumed[table]}
+    counts[f'{table}_lost'] = sum(1 for key in ref if key not in got)
+    counts[f'{table}_duplicated'] = sum(n - 1 for n in seen.values() if n > 1)
+    counts[f'{table}_changed'] = sum(1 for key, row in ref.items()
+                                     if key in got and got[key] != row)
+    counts[f'{table}_extra'] = sum(1 for key in got if key not in ref)
+  return counts

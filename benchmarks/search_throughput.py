@@ -1,0 +1,83 @@
+r"""Evaluations per hour of a search, run once per executor (or mode) side by side.
+
+  python -m benchmarks.search_throughput [--experiment=pso_synthetic --preset=smoke]
+      [--executors=local,process,dask] [--modes=sync] [--workers=2] [--config=a.b=v,...]
+
+Runs `launch.py` once for each executor x mode in a fresh workdir, one after the other (the
+runs share one compilation cache, warmed by an untimed first run, so that no run pays for
+compiles another already made). Evaluations per hour = candidates trained / seconds from
+launch to the last stored trial, so start-up and data loading count, as they do for a user;
+the final stage does not. Writes search_throughput.json and .md.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+from benchmarks import kill_resume
+from benchmarks import results as bench_results
+
+_EXPERIMENT = flags.DEFINE_string('experiment', 'pso_synthetic', 'Experiment to run.')
+_PRESET = flags.DEFINE_string('preset', 'smoke', 'Its preset.')
+_EXECUTORS = flags.DEFINE_list('executors', ['local', 'process', 'dask'], 'executor.kind values.')
+_MODES = flags.DEFINE_list('modes', ['sync'], 'search.mode values.')
+_WORKERS = flags.DEFINE_integer('workers', 2, 'executor.workers of process and dask.')
+_CONFIG = flags.DEFINE_list('config', [], 'Extra overrides for every run, as field=value.')
+_OUT_DIR = flags.DEFINE_string('out_dir', 'benchmarks/out', 'Where results are written.')
+
+
+def _trained(workdir: str) -> tuple[int, float, float]:
+  """(candidates trained, last trial's unix time, their summed train seconds)."""
+  with sqlite3.connect(f'file:{workdir}/trials.sqlite?mode=ro', uri=True) as db:
+    count, last, busy = db.execute(
+        "SELECT count(*), max(created), sum(train_seconds + compile_seconds) FROM trials "
+        "WHERE status IN ('ok', 'failed')").fetchone()
+  return count, last, busy
+
+
+def _run(workdir: str, env: dict[str, str], overrides: list[str]) -> dict:
+  args = [f'--experiment={_EXPERIMENT.value}', f'--preset={_PRESET.value}']
+  args += [f'--config.{o}' for o in _CONFIG.value + overrides]
+  start = time.time()
+  kill_resume.run_search(workdir, env, tuple(args))
+  trained, last, busy = _trained(workdir)
+  seconds = last - start
+  return {'trained': trained, 'search_seconds': seconds, 'wall_seconds': time.time() - start,
+          'evals_per_hour': 3600 * trained / seconds, 'busy_seconds': busy}
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    env = dict(os.environ, MEDNAS_CACHE_DIR=os.path.join(tmp, 'cache'))
+    _run(os.path.join(tmp, 'warm-up'), env, [])
+    for mode in _MODES.value:
+      for kind in _EXECUTORS.value:
+        overrides = [f'executor.kind={kind}', f'executor.workers={_WORKERS.value}',
+                     f'search.mode={mode}']
+        row = _run(os.path.join(tmp, f'{kind}-{mode}'), env, overrides)
+        row.update(executor=kind, mode=mode,
+                   workers=1 if kind == 'local' else _WORKERS.value)
+        rows.append(row)
+  base = rows[0]['evals_per_hour']
+  summary = {'experiment': _EXPERIMENT.value, 'preset': _PRESET.value, 'config': _CONFIG.value,
+             'cpus': os.cpu_count(), 'python': sys.version.split()[0], 'rows': rows}
+  lines = [f'`{_EXPERIMENT.value}` at `{_PRESET.value}` {" ".join(_CONFIG.value)} on '
+           f'{os.cpu_count()} CPUs; warm compilation cache.', '',
+           '| executor | mode | workers | trained | search s | evals/hour | vs first |',
+           '|---|---|---|---|---|---|---|']
+  lines += [f'| {r["executor"]} | {r["mode"]} | {r["workers"]} | {r["trained"]} | '
+            f'{r["search_seconds"]:.0f} | {r["evals_per_hour"]:.0f} | '
+            f'{r["evals_per_hour"] / base:.2f}x |' for r in rows]
+  bench_results.write(_OUT_DIR.value, 'search_throughput', summary, '\n'.join(lines))
+
+
+if __name__ == '__main__':
+  app.run(main)
