@@ -23,7 +23,7 @@ smoke: install
 	$(PY) launch.py --experiment=pso_synthetic --preset=smoke
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist worksteal tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,20 +1,23 @@
-r"""Runs a MedNAS experiment: search, final retraining and test, report.
+r"""Runs a MedNAS experiment (search, final retraining and test, report) or a study of several.
 
   python launch.py --experiment=pso_brain_mri --preset=quick
   python launch.py --experiment=pso_brain_mri --config.search.budget=20 --workdir=runs/a
   python launch.py --workdir=runs/a --resume
   python launch.py --list_experiments
+  python launch.py --study=compare_optimizers_brain_mri --preset=quick --workdir=runs/cmp
 
 Any config field can be overridden with --config.<path>=<value>; the value must have the
 field's type. Results land in the workdir: trials.sqlite, leaderboard.md/.csv, report.html.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
 import sys
 import time
+from typing import Sequence
 
 from absl import app
 from absl import flags
@@ -28,7 +31,12 @@ flags.DEFINE_string('workdir', None,
                     'Where the search is stored (default runs/<experiment>-<time>).')
 flags.DEFINE_string('data_dir', None, 'Dataset root (default $MEDNAS_DATA_DIR or ./data).')
 flags.DEFINE_bool('resume', False, 'Continue the search stored in --workdir.')
-flags.DEFINE_bool('list_experiments', False, 'List the experiments and exit.')
+flags.DEFINE_bool('list_experiments', False, 'List the experiments and studies and exit.')
+flags.DEFINE_string('study', None, 'Run a study of several searches (see --list_experiments) '
+                    'into --workdir; running it again continues it (see nas/compare.py).')
+flags.DEFINE_list('optimizers', None, 'Study: the optimizers to compare '
+                  '(default pso,de,ga,cma,random).')
+flags.DEFINE_integer('seeds', None, 'Study: runs per optimizer, seeds 0..N-1 (default 3).')
 
 _OVERRIDE_PREFIX = '--config.'
 
@@ -78,28 +86,26 @@ def _resolve_config(meta: dict[str, str] | None) -> ml_collections.ConfigDict:
       raise errors.UserError('pass --experiment=NAME (see --list_experiments), '
                              'or --workdir=W --resume to continue a search')
     return experiments.get_config(FLAGS.experiment, FLAGS.preset, _Overrides.values)
-  stored = json.loads(meta['config'])
-  config = experiments.get_config(
+  return experiments.get_config(
       FLAGS.experiment or meta['experiment'],
-      FLAGS.preset if FLAGS['preset'].present else stored['preset'],
+      FLAGS.preset if FLAGS['preset'].present else json.loads(meta['config'])['preset'],
       _Overrides.values or json.loads(meta['overrides']))
-  differences = _config_differences(stored, json.loads(config.to_json()))
-  if differences:
-    raise errors.UserError(
-        f'{FLAGS.workdir} holds a search with a different config; refusing to resume '
-        f'({"; ".join(differences[:8])}); start a new --workdir instead')
-  return config
 
 
 def _resume_command(workdir: str) -> str:
   return f'python launch.py --workdir={shlex.quote(workdir)} --resume'
 
 
-def run() -> str:
-  """Search, final stage and report; returns the workdir."""
+def run_experiment(config: ml_collections.ConfigDict, workdir: str,
+                   overrides: Sequence[str] = (), data_dir: str | None = None) -> dict[str, str]:
+  """Search, final stage and report of `config` in `workdir`; continues a search stored there.
+
+  Returns the paths nas.report.write_report wrote. Raises UserError, before anything is
+  written, where `workdir` holds a search of another config.
+  """
   # Imported here so that --help and flag errors do not pay for importing JAX.
   import datasets  # pylint: disable=g-import-not-at-top
-  import experiments  # pylint: disable=g-import-not-at-top
+  from nas import distributed  # pylint: disable=g-import-not-at-top
   from nas import errors  # pylint: disable=g-import-not-at-top
   from nas import executors  # pylint: disable=g-import-not-at-top
   from nas import final  # pylint: disable=g-import-not-at-top
@@ -109,14 +115,81 @@ def run() -> str:
   from datasets import cache as data_cache  # pylint: disable=g-import-not-at-top
   from nas.store import TrialStore  # pylint: disable=g-import-not-at-top
 
+  store = (TrialStore(workdir) if os.path.exists(os.path.join(workdir, 'trials.sqlite'))
+           else None)
+  try:
+    if store:
+      differences = _config_differences(json.loads(store.meta()['config']),
+                                        json.loads(config.to_json()))
+      if differences:
+        raise errors.UserError(
+            f'{workdir} holds a search with a different config; refusing to resume '
+            f'({"; ".join(differences[:8])}); start a new --workdir instead')
+    distributed.initialize(config.distributed)
+    compilation_cache = os.path.join(data_cache.cache_dir(), 'jax')
+    train_lib.enable_compilation_cache(compilation_cache)
+    data = datasets.Spec.from_config(config.data, data_dir, config.seed)
+    splits = data.load()
+    meta = dict(experiment=config.experiment, config=config.to_json(),
+                overrides=json.dumps(list(overrides)),
+                class_names=json.dumps(list(splits.class_names)), started=str(time.time()))
+    host_dir = distributed.host_workdir(workdir)
+    if not distributed.is_main():  # a replay store of its own; process 0 owns the workdir
+      if store:
+        store.close()
+      store = (TrialStore(host_dir) if os.path.exists(os.path.join(host_dir, 'trials.sqlite'))
+               else TrialStore.create(host_dir, **meta))
+    elif store is None:
+      store = TrialStore.create(workdir, **meta)
+    logging.info('workdir %s; train %d, val %d, test %d images', workdir,
+                 len(splits.train.labels), len(splits.val.labels), len(splits.test.labels))
+    executor = executors.make(config.executor, host_dir, compilation_cache)
+    try:
+      search.Search(config, data, len(splits.class_names), store, executor, splits.task).run()
+      final.run_final(config, data, store, workdir)
+    finally:
+      executor.shutdown()
+  finally:
+    if store:
+      store.close()
+  return report.write_report([workdir]) if distributed.is_main() else {}
+
+
+def _run_study() -> str:
+  """The study's searches, one after the other, and its comparison; returns its workdir."""
+  from nas import compare  # pylint: disable=g-import-not-at-top
+  study = compare.make_study(FLAGS.study, FLAGS.preset, FLAGS.optimizers, FLAGS.seeds,
+                             _Overrides.values)
+  FLAGS.workdir = workdir = FLAGS.workdir or os.path.join(
+      'runs', f'{study.name}-{time.strftime("%Y%m%d-%H%M%S")}')
+  paths = compare.run_study(study, workdir,
+                            functools.partial(run_experiment, data_dir=FLAGS.data_dir))
+  print(f'study leaderboard: {paths["leaderboard.md"]}')
+  print(f'study report:      {paths["report.html"]}')
+  return workdir
+
+
+def run() -> str:
+  """Search, final stage and report, or a study; returns the workdir."""
+  import experiments  # pylint: disable=g-import-not-at-top
+  from nas import errors  # pylint: disable=g-import-not-at-top
+  from nas.store import TrialStore  # pylint: disable=g-import-not-at-top
+
   if FLAGS.list_experiments:
+    from nas import compare  # pylint: disable=g-import-not-at-top
     print('\n'.join(experiments.names()))
+    print('\nstudies (--study=NAME):\n' + '\n'.join(compare.STUDIES))
     return ''
+  if FLAGS.study:
+    if FLAGS.experiment:
+      raise errors.UserError(f'--study={FLAGS.study} runs its own experiment; drop '
+                             f'--experiment={FLAGS.experiment}')
+    return _run_study()
   if FLAGS.resume:
     if not FLAGS.workdir:
       raise errors.UserError('--resume needs --workdir=W, the workdir of the search to continue')
-    store = TrialStore(FLAGS.workdir)
-    config = _resolve_config(store.meta())
+    with TrialStore(FLAGS.workdir) as store:
+      config = _resolve_config(store.meta())
     workdir = FLAGS.workdir
   else:
     config = _resolve_config(None)
@@ -125,26 +198,7 @@ def run() -> str:
     if os.path.exists(os.path.join(workdir, 'trials.sqlite')):
       raise errors.UserError(f'{workdir} already holds a search; add --resume to continue '
                              'it, or choose a new --workdir')
-
-  compilation_cache = os.path.join(data_cache.cache_dir(), 'jax')
-  train_lib.enable_compilation_cache(compilation_cache)
-  data = datasets.Spec.from_config(config.data, FLAGS.data_dir, config.seed)
-  splits = data.load()
-  if not FLAGS.resume:
-    store = TrialStore.create(
-        workdir, experiment=config.experiment, config=config.to_json(),
-        overrides=json.dumps(_Overrides.values),
-        class_names=json.dumps(list(splits.class_names)), started=str(time.time()))
-  logging.info('workdir %s; train %d, val %d, test %d images', workdir,
-               len(splits.train.labels), len(splits.val.labels), len(splits.test.labels))
-  executor = executors.make(config.executor, workdir, compilation_cache)
-  try:
-    search.Search(config, data, len(splits.class_names), store, executor).run()
-    final.run_final(config, data, store, workdir)
-  finally:
-    executor.shutdown()
-    store.close()
-  paths = report.write_report([workdir])
+  paths = run_experiment(config, workdir, _Overrides.values, FLAGS.data_dir)
   print(f'leaderboard: {paths.get("leaderboard.md", workdir)}')
   print(f'report:      {paths.get("report.html", workdir)}')
   if os.path.isdir(os.path.join(workdir, 'best')):
@@ -162,6 +216,9 @@ def main(argv: list[str]) -> None:
   except (errors.UserError, datasets.DataError) as e:
     _fail(str(e))
   except KeyboardInterrupt:
+    if FLAGS.study and FLAGS.workdir:
+      _fail('interrupted; finished runs are kept. Continue with the same command and '
+            f'--workdir={shlex.quote(FLAGS.workdir)}', code=130)
     if FLAGS.workdir and os.path.exists(os.path.join(FLAGS.workdir, 'trials.sqlite')):
       _fail('interrupted; every finished trial is stored. Resume with: '
             f'{_resume_command(FLAGS.workdir)}', code=130)

@@ -32,15 +32,15 @@ class FolderScan:
   fingerprint: str  # changes when any file is added, removed, resized or touched
 
 
-def _subdirs(path: str) -> list[str]:
+def subdirs(path: str) -> list[str]:
   return sorted(e.name for e in os.scandir(path)
                 if e.is_dir() and not e.name.startswith('.'))
 
 
-def _image_files(class_dir: str) -> list[tuple[str, os.stat_result]]:
-  """Image files under `class_dir` (recursively), sorted, with their stat."""
+def image_files(directory: str) -> list[tuple[str, os.stat_result]]:
+  """Image files under `directory` (recursively), sorted, with their stat."""
   found = []
-  for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+  for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
     dirnames[:] = [d for d in dirnames if not d.startswith('.')]
     for name in filenames:
       # Dotfiles include macOS '._x.jpg' resource forks, which are not images.
@@ -59,7 +59,7 @@ def scan(root: str) -> FolderScan:
   if not os.path.isdir(root):
     raise DataError(f'no directory {root}; expected <root>/<class>/<images> '
                     'or <root>/<split>/<class>/<images>')
-  top = _subdirs(root)
+  top = subdirs(root)
   if not top:
     raise DataError(f'{root} has no class folders; expected <root>/<class>/<images> '
                     'or <root>/<split>/<class>/<images>')
@@ -78,7 +78,7 @@ def scan(root: str) -> FolderScan:
       raise DataError(f'{root} has split folders {sorted(split_dirs)} but none for '
                       'training; add <root>/train/<class>/<images>')
 
-  classes = {split: _subdirs(os.path.join(root, d)) for d, split in split_dirs.items()}
+  classes = {split: subdirs(os.path.join(root, d)) for d, split in split_dirs.items()}
   class_names = tuple(classes['train'])
   if not class_names:
     raise DataError(f'{os.path.join(root, _dir_of(split_dirs, "train"))} has no class '
@@ -94,7 +94,7 @@ def scan(root: str) -> FolderScan:
     entries = []
     for name in classes[split]:
       class_dir = os.path.join(root, d, name)
-      found = _image_files(class_dir)
+      found = image_files(class_dir)
       if not found:
         raise DataError(f'class folder {class_dir} has no image files; add images '
                         f'(extensions {", ".join(sorted(imaging.IMAGE_EXTENSIONS))}) '

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -14,8 +15,13 @@ IMAGE_EXTENSIONS = frozenset({
     '.tiff', '.webp', '.pgm', '.ppm', '.pbm', '.pnm', '.tga', '.jp2', '.j2k'})
 # Modes with more than 8 bits per pixel (16-bit PNG/TIFF, 32-bit int or float).
 _HIGH_DEPTH_MODES = frozenset({'I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F'})
-# Decoded images in flight per batch of `decode_all`; bounds memory for large images.
+# Modes read as they are by `decode_mask`: grey values, palette indices, high depth.
+_MASK_MODES = frozenset({'L', 'P', 'RGB'}) | _HIGH_DEPTH_MODES
+# Decoded images in flight per batch of `map_files`; bounds memory for large images.
 _CHUNK = 256
+
+T = TypeVar('T')
+U = TypeVar('U')
 
 
 def is_image_file(name: str) -> bool:
@@ -63,22 +69,51 @@ def decode(path: str, image_size: int, channels: int) -> np.ndarray:
     return to_array(image, image_size, channels)
 
 
+def decode_mask(path: str, image_size: int, threshold: int) -> np.ndarray:
+  """Reads a mask file as uint8 (image_size, image_size, 1) of 0 and 1.
+
+  Foreground is where the value exceeds `threshold`: the grey level, the palette
+  index of palette images, or the brightest channel of colour masks (so that
+  red-on-black masks work). Thresholded before resizing, and resized with
+  NEAREST, so the mask stays binary and JPEG artefacts do not leak in.
+  """
+  with Image.open(path) as mask:
+    # Like `decode`: the same reduced DCT scale as the image, hence the same grid.
+    mask.draft(None, (image_size, image_size))
+    mask.load()
+    if mask.mode not in _MASK_MODES:
+      mask = mask.convert('RGB')  # 1, LA, RGBA, CMYK, ...: alpha is not foreground
+    values = np.asarray(mask)
+  if values.ndim == 3:
+    values = values.max(axis=-1)
+  binary = Image.fromarray((values > threshold).astype(np.uint8))
+  if binary.size != (image_size, image_size):
+    binary = binary.resize((image_size, image_size), Image.Resampling.NEAREST)
+  return np.asarray(binary, dtype=np.uint8).reshape(image_size, image_size, 1)
+
+
 def decode_all(paths: Sequence[str], image_size: int, channels: int
                ) -> Iterator[np.ndarray | Exception]:
-  """Decodes `paths` in order on a thread pool (PIL releases the GIL while decoding).
+  """Decodes `paths` in order on a thread pool; yields the array, or the exception
+  for a file PIL cannot read."""
+  return map_files(lambda path: decode(path, image_size, channels), paths)
 
-  Yields the array, or the exception for a file PIL cannot read.
+
+def map_files(read: Callable[[T], U], items: Sequence[T]) -> Iterator[U | Exception]:
+  """`read` over `items` in order on a thread pool (PIL releases the GIL while decoding).
+
+  Yields each result, or the exception `read` raised for that item.
   """
-  def safe_decode(path: str) -> np.ndarray | Exception:
+  def safe_read(item: T) -> U | Exception:
     try:
-      return decode(path, image_size, channels)
+      return read(item)
     except Exception as e:  # pylint: disable=broad-except
       # Broken files raise OSError, SyntaxError, ValueError, struct.error, ...
       return e
 
   with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-    for start in range(0, len(paths), _CHUNK):
-      yield from pool.map(safe_decode, paths[start:start + _CHUNK])
+    for start in range(0, len(items), _CHUNK):
+      yield from pool.map(safe_read, items[start:start + _CHUNK])
 
 
 def resize_array(images: np.ndarray, image_size: int, channels: int) -> np.ndarray:

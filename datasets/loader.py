@@ -12,21 +12,28 @@ import numpy as np
 from datasets import brain_tumor_mri
 from datasets import dedup as dedup_lib
 from datasets import image_folder
+from datasets import kvasir_seg
+from datasets import mask_folder
 from datasets import medmnist
 from datasets import paths
 from datasets import splitting
 from datasets import synthetic
-from datasets.records import DataError, Source, Split, Splits
+from datasets import synthetic_seg
+from datasets.records import CLASSIFICATION, DataError, Source, Split, Splits
 
 # Dataset names; 'medmnist/<name>' reads any <data_dir>/medmnist/<name>.npz.
-NAMES = ('brain_tumor_mri', 'image_folder', 'medmnist/<name>', 'synthetic')
+NAMES = ('brain_tumor_mri', 'image_folder', 'kvasir_seg', 'mask_folder', 'medmnist/<name>',
+         'synthetic', 'synthetic_seg')
 _LOADERS: dict[str, Callable[..., Source]] = {
     'brain_tumor_mri': brain_tumor_mri.load_source,
     'image_folder': image_folder.load_source,
+    'kvasir_seg': kvasir_seg.load_source,
+    'mask_folder': mask_folder.load_source,
     'medmnist': medmnist.load_source,
     'synthetic': synthetic.load_source,
+    'synthetic_seg': synthetic_seg.load_source,
 }
-_KNOWN_NAMES = ('brain_tumor_mri', 'image_folder', 'synthetic',
+_KNOWN_NAMES = (*(n for n in NAMES if '<' not in n),
                 *(f'medmnist/{task}' for task in sorted(medmnist.CLASS_NAMES)))
 ON_CORRUPT = ('skip', 'error')
 default_data_dir = paths.default_data_dir
@@ -41,23 +48,25 @@ def load(name: str, data_dir: str | None = None, image_size: int = 64, channels:
   Args:
     name: one of NAMES, e.g. 'brain_tumor_mri' or 'medmnist/pneumoniamnist'.
     data_dir: folder holding the datasets; default `default_data_dir()`. For
-      image_folder, the tree itself (or pass root=).
-    image_size: side of the square images, in pixels.
+      image_folder and mask_folder, the tree itself (or pass root=).
+    image_size: side of the square images (and masks), in pixels.
     channels: 1 (grey) or 3 (RGB).
-    val_fraction: share of each class of train held out as val, when the dataset
-      has no official val split.
-    seed: seeds the val split (and the content of 'synthetic').
+    val_fraction: share of each class of train held out as val (of all of train,
+      for segmentation), when the dataset has no official val split.
+    seed: seeds the val split (and the content of 'synthetic', 'synthetic_seg').
     dedup: drop exact duplicates inside train, and every val and test image that
       has a near duplicate in train (see datasets.dedup).
     on_corrupt: 'skip' (log and count) or 'error' (raise) for undecodable images.
     cache_dir: decoded-array cache; default env MEDNAS_CACHE_DIR or ~/.cache/mednas.
     dedup_threshold: Hamming distance between perceptual hashes, in bits, up to
       which two images are near duplicates.
-    **options: dataset specific, e.g. root, test_fraction (image_folder) or
-      num_classes, num_train, num_test, difficulty (synthetic).
+    **options: dataset specific, e.g. root, test_fraction (image_folder,
+      mask_folder), mask_suffix, mask_threshold (mask_folder), num_classes,
+      num_train, num_test, difficulty (synthetic), max_shapes (synthetic_seg).
 
   Returns:
-    Splits; info has 'source', 'corrupt_skipped' (ids), 'val' ('official' or
+    Splits; info has 'task' ('classification' or 'segmentation', as
+    Splits.task), 'source', 'corrupt_skipped' (ids), 'val' ('official' or
     'carved') and, with dedup, 'dedup_dropped' (images dropped per split).
 
   Raises:
@@ -86,12 +95,16 @@ def load(name: str, data_dir: str | None = None, image_size: int = 64, channels:
 
   train, val = source.train, source.val
   if val is None:
-    keep, hold = splitting.stratified_holdout(
-        train.labels, val_fraction, seed, source.class_names, what='val')
+    if train.task == CLASSIFICATION:
+      keep, hold = splitting.stratified_holdout(
+          train.labels, val_fraction, seed, source.class_names, what='val')
+    else:  # segmentation images have no class to stratify by
+      keep, hold = splitting.random_holdout(len(train), val_fraction, seed, what='val')
     train, val = train.take(keep), train.take(hold)
   splits = Splits(
       name=name, train=train, val=val, test=source.test, class_names=source.class_names,
-      info={'source': source.source, 'val': 'carved' if source.val is None else 'official',
+      info={'task': train.task, 'source': source.source,
+            'val': 'carved' if source.val is None else 'official',
             'corrupt_skipped': [image_id for image_id, _ in source.corrupt]})
   if not dedup:
     return splits

@@ -1,10 +1,20 @@
-"""Records that cross module boundaries: splits of decoded images and the data error."""
+"""Records that cross module boundaries: splits of decoded images and the data error.
+
+A split is a classification split, or a segmentation split when it carries
+`masks`: one binary mask per image (1 = foreground), aligned pixel for pixel.
+Segmentation splits keep `labels` as 'has foreground' (0 or 1) per image, so that
+class counts and the leakage audit work unchanged, and their datasets name the
+mask values in `class_names`, e.g. ('background', 'polyp').
+"""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
 import numpy as np
+
+CLASSIFICATION = 'classification'
+SEGMENTATION = 'segmentation'
 
 
 class DataError(Exception):
@@ -17,15 +27,22 @@ class Split:
   images: np.ndarray  # uint8, (N, H, W, C), C in {1, 3}
   labels: np.ndarray  # int32, (N,)
   ids: tuple[str, ...]  # relative file path, or '<split>/<index>' for arrays
+  masks: np.ndarray | None = None  # segmentation only: uint8, (N, H, W, 1), values 0 or 1
 
   def __len__(self) -> int:
     return len(self.ids)
+
+  @property
+  def task(self) -> str:
+    """CLASSIFICATION, or SEGMENTATION when the split carries masks."""
+    return CLASSIFICATION if self.masks is None else SEGMENTATION
 
   def take(self, indices: np.ndarray) -> Split:
     """The sub-split at `indices`, in that order."""
     indices = np.asarray(indices, dtype=np.int64)
     return Split(self.images[indices], self.labels[indices],
-                 tuple(self.ids[i] for i in indices))
+                 tuple(self.ids[i] for i in indices),
+                 None if self.masks is None else self.masks[indices])
 
   def class_counts(self, num_classes: int) -> np.ndarray:
     return np.bincount(self.labels, minlength=num_classes)
@@ -43,7 +60,13 @@ class Splits:
 
   @property
   def num_classes(self) -> int:
+    """Image classes, or for segmentation the mask values (2: background, foreground)."""
     return len(self.class_names)
+
+  @property
+  def task(self) -> str:
+    """CLASSIFICATION or SEGMENTATION; also stored as info['task']."""
+    return self.train.task
 
   def items(self) -> tuple[tuple[str, Split], ...]:
     return (('train', self.train), ('val', self.val), ('test', self.test))
@@ -65,9 +88,19 @@ class Source:
   corrupt: tuple[tuple[str, str], ...] = ()  # (id, reason)
 
 
-def make_split(images: np.ndarray, labels: np.ndarray, ids: tuple[str, ...]) -> Split:
-  """A Split with canonical dtypes and a channel axis."""
+def make_split(images: np.ndarray, labels: np.ndarray, ids: tuple[str, ...],
+               masks: np.ndarray | None = None) -> Split:
+  """A Split with canonical dtypes and a channel axis (on the masks too)."""
   images = np.asarray(images, dtype=np.uint8)
   if images.ndim == 3:
     images = images[..., None]
-  return Split(images, np.asarray(labels, dtype=np.int32).reshape(-1), tuple(ids))
+  if masks is not None:
+    masks = np.asarray(masks, dtype=np.uint8).reshape(images.shape[:3] + (1,))
+  return Split(images, np.asarray(labels, dtype=np.int32).reshape(-1), tuple(ids), masks)
+
+
+def make_seg_split(images: np.ndarray, masks: np.ndarray, ids: tuple[str, ...]) -> Split:
+  """A segmentation Split whose labels say whether each mask has foreground."""
+  masks = np.asarray(masks, dtype=np.uint8)
+  labels = masks.reshape(len(masks), -1).any(axis=1)
+  return make_split(images, labels, ids, masks)

@@ -1,4 +1,4 @@
-"""Seeded, stratified hold-out splits."""
+"""Seeded hold-out splits: stratified by class, or plain random for segmentation."""
 from __future__ import annotations
 
 import numpy as np
@@ -29,3 +29,20 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int,
     hold.append(members[:n_hold])
     keep.append(members[n_hold:])
   return np.sort(np.concatenate(keep)), np.sort(np.concatenate(hold))
+
+
+def random_holdout(num: int, fraction: float, seed: int, what: str = 'val'
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """Indices (keep, holdout), each sorted, holding out round(fraction * num) items.
+
+  For segmentation, whose images have no class to stratify by. At least 1 item
+  is held out and at least 1 kept.
+  """
+  if not 0.0 < fraction < 1.0:
+    raise DataError(f'{what}_fraction must be in (0, 1), got {fraction}')
+  if num < 2:
+    raise DataError(f'{num} image(s) are too few for a {what} split (needs at least 2); '
+                    'add images')
+  n_hold = min(max(1, int(np.floor(fraction * num + 0.5))), num - 1)
+  order = np.random.default_rng(seed).permutation(num)
+  return np.sort(order[n_hold:]), np.sort(order[:n_hold])

@@ -1,6 +1,7 @@
 """The experiment registry: every module in this package with a `get_config(preset)`.
 
 Adding an experiment is adding a file; `python launch.py --list_experiments` shows them.
+`common` and modules named with a leading underscore hold what several experiments share.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from nas import errors
 def names() -> list[str]:
   found = []
   for module in pkgutil.iter_modules(__path__):
-    if module.name != 'common':
+    if module.name != 'common' and not module.name.startswith('_'):
       found.append(module.name)
   return sorted(found)
 

@@ -100,4 +100,38 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
           partition='', timeout_min=120, gpus_per_node=0, cpus_per_task=4,
           array_parallelism=64, additional_parameters=ml_collections.ConfigDict())),
   ))
+  # Several hosts training each candidate together (see nas/distributed.py); every host
+  # runs the same command. On SLURM and Cloud TPU only `enabled` is needed.
+  c.distributed = ml_collections.ConfigDict(dict(
+      enabled=False, coordinator_address='', num_processes=0, process_id=-1))
+  return c
+
+
+def plain_cnn(space: ml_collections.ConfigDict, **genes) -> None:
+  """Makes `space` one of plain conv layers (conv-norm-ReLU) and max pooling, then sets `genes`.
+
+  The GA, grid and psoCNN papers search such networks: no separable, residual or attention
+  blocks, no dilation. `genes` are the space fields their protocol searches.
+  """
+  space.update(cells=('conv',), dilations=(1,), attention=('none',), downsample=('max',),
+               norms=('batch',), activations=('relu',), dropouts=(0.0,))
+  space.update(genes)
+
+
+def segmentation_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
+  """Defaults for a segmentation search: encoder-decoder space, Dice + BCE, ranked by Dice.
+
+  The space is nas.space.SegmentationSpace's: the classifier's stage and cell genes for the
+  encoder and the decoder, plus how the decoder upsamples and merges the skip connections.
+  Stem strides and dropout are classifier genes, so the space has no such fields.
+  """
+  c = search_config(experiment, preset)
+  c.data.name = 'synthetic_seg'
+  del c.space['stem_strides'], c.space['dropouts']
+  c.space.upsamples = ('transpose', 'resize')
+  c.space.skips = ('concat', 'add')
+  # nas.train.Segmentation's loss: bce_weight * BCE + dice_weight * (1 - soft Dice).
+  c.train.dice_weight = 1.0
+  c.train.bce_weight = 1.0
+  c.search.metric = 'dice'
   return c

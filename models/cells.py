@@ -1,4 +1,5 @@
-"""Searchable building blocks: cells, attention and downsampling, each behind a registry.
+"""Searchable building blocks: cells, attention, down- and upsampling, skip merges, each
+behind a registry.
 
 A cell maps (B, H, W, C) to (B, H, W, features). In a built network C already equals
 `features`; a cell given other channels still works (1x1 projections where needed).
@@ -9,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.layers import ACTIVATIONS, ConvNormAct, Dtype, NORMS, conv
+from models.layers import ACTIVATIONS, ConvNormAct, Dtype, NORMS, conv, conv_transpose
 
 
 def soft_threshold(x: jax.Array, tau: jax.Array) -> jax.Array:
@@ -299,4 +300,84 @@ DOWNSAMPLE: dict[str, type[Downsample]] = {
     'max': MaxDownsample,
     'avg': AvgDownsample,
     'conv': ConvDownsample,
+}
+
+
+class Upsample(nn.Module):
+  """Fields shared by every upsampling op: (B, h, w, C) -> (B, *size, features)."""
+  features: int
+  norm: str = 'batch'
+  activation: str = 'relu'
+  dtype: Dtype = jnp.float32
+
+  def cna(self, x: jax.Array, train: bool) -> jax.Array:
+    """Norm and activation after the upsampling conv."""
+    x = NORMS[self.norm](self.features, train, self.dtype)(x)
+    return ACTIVATIONS[self.activation](x)
+
+
+class TransposeUpsample(Upsample):
+  """U-Net's up-convolution: 2x2 stride-2 transposed conv - norm - act.
+
+  An odd target size (an encoder level whose pooling dropped a row or column) is reached
+  by repeating the last row or column.
+  """
+
+  @nn.compact
+  def __call__(self, x: jax.Array, size: tuple[int, int], train: bool) -> jax.Array:
+    x = self.cna(conv_transpose(self.features, 2, strides=2, dtype=self.dtype)(x), train)
+    pad_h, pad_w = size[0] - x.shape[1], size[1] - x.shape[2]
+    return jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode='edge')
+
+
+class ResizeUpsample(Upsample):
+  """Bilinear resize to the target size, then 3x3 conv - norm - act."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array, size: tuple[int, int], train: bool) -> jax.Array:
+    x = jax.image.resize(x, (x.shape[0], *size, x.shape[3]), 'bilinear')
+    return self.cna(conv(self.features, 3, dtype=self.dtype)(x), train)
+
+
+UPSAMPLE: dict[str, type[Upsample]] = {
+    'transpose': TransposeUpsample,
+    'resize': ResizeUpsample,
+}
+
+
+class Merge(nn.Module):
+  """Fields shared by every skip merge: (upsampled x, encoder output at its size) -> x."""
+  norm: str = 'batch'
+  dtype: Dtype = jnp.float32
+
+
+class NoSkip(Merge):
+  """Drops the encoder output: a plain encoder-decoder."""
+
+  def __call__(self, x: jax.Array, skip: jax.Array, train: bool) -> jax.Array:
+    return x
+
+
+class ConcatSkip(Merge):
+  """U-Net: channels side by side; the decoder's first cell mixes them."""
+
+  def __call__(self, x: jax.Array, skip: jax.Array, train: bool) -> jax.Array:
+    return jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
+
+
+class AddSkip(Merge):
+  """Sum, as in LinkNet; a linear 1x1 conv-norm projects the skip when the widths differ."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array, skip: jax.Array, train: bool) -> jax.Array:
+    if skip.shape[-1] != x.shape[-1]:
+      skip = ConvNormAct(x.shape[-1], 1, norm=self.norm, activation=None,
+                         dtype=self.dtype)(skip, train)
+    return x + skip.astype(x.dtype)
+
+
+SKIPS: dict[str, type[Merge]] = {
+    'none': NoSkip,
+    'concat': ConcatSkip,
+    'add': AddSkip,
 }

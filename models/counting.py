@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from models.cells import DOWNSAMPLE
-from models.genotype import Genotype
+from models.genotype import AnyGenotype, Genotype, SegGenotype
 from models.network import build
 
 
@@ -19,14 +19,22 @@ class Counts:
   flops: int  # XLA's count for one eval-mode forward pass of one image.
 
 
-def feature_sizes(genotype: Genotype, image_size: int) -> list[int]:
-  """Spatial size after the stem and after each stage; a size < 1 means invalid.
+# Genotype kind -> (stem stride, the stages that set the feature sizes).
+_DOWNSAMPLING = {
+    Genotype: lambda g: (g.stem_stride, g.stages),
+    SegGenotype: lambda g: (1, g.encoder),  # The decoder climbs back to the stem's size.
+}
+
+
+def feature_sizes(genotype: AnyGenotype, image_size: int) -> list[int]:
+  """Spatial size after the stem and after each (encoder) stage; a size < 1 means invalid.
 
   Pure Python, so a search can reject genotypes before anything is traced.
   """
-  size = -(-image_size // genotype.stem_stride)  # 'SAME' padding: ceil(n / stride).
+  stem_stride, stages = _DOWNSAMPLING[type(genotype)](genotype)
+  size = -(-image_size // stem_stride)  # 'SAME' padding: ceil(n / stride).
   sizes = [size]
-  for stage in genotype.stages:
+  for stage in stages:
     size = DOWNSAMPLE[stage.downsample].output_size(size)
     sizes.append(size)
   return sizes
@@ -41,7 +49,7 @@ def param_count(variables: Any) -> int:
 _COUNTS: dict[tuple[str, int, int, int], Counts] = {}
 
 
-def count(genotype: Genotype, image_size: int, channels: int, num_classes: int) -> Counts:
+def count(genotype: AnyGenotype, image_size: int, channels: int, num_classes: int) -> Counts:
   """Parameters and forward FLOPs at batch 1, from tracing only (nothing runs); memoised."""
   key = (genotype.hash, image_size, channels, num_classes)
   if key not in _COUNTS:

@@ -92,6 +92,14 @@ def conv(features: int,
               padding=padding, use_bias=use_bias, dtype=dtype)
 
 
+def conv_transpose(features: int, kernel_size: int, *, strides: int,
+                   dtype: Dtype = jnp.float32) -> nn.Module:
+  """A learned upsampling by `strides`; 'VALID' so that k = s gives exactly s * n pixels."""
+  return nn.ConvTranspose(features, (kernel_size, kernel_size), strides=(strides, strides),
+                          padding='VALID', use_bias=False, kernel_init=_CONV_INIT, dtype=dtype,
+                          param_dtype=jnp.float32)
+
+
 def group_count(channels: int, max_groups: int = 8) -> int:
   """The largest number of groups <= max_groups that divides `channels`."""
   return max(g for g in range(1, max_groups + 1) if channels % g == 0)

@@ -1,13 +1,13 @@
-"""Builds a Flax classifier from a Genotype."""
+"""Builds Flax networks from genotypes: a classifier, or an encoder-decoder segmenter."""
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.cells import ATTENTION, CELLS, DOWNSAMPLE
-from models.genotype import Genotype, Stage
-from models.layers import ConvNormAct, Dtype
+from models.cells import ATTENTION, CELLS, DOWNSAMPLE, SKIPS, UPSAMPLE
+from models.genotype import AnyGenotype, DecoderStage, Genotype, SegGenotype, Stage
+from models.layers import Conv, ConvNormAct, Dtype
 
 
 FEATURES = 'features'
@@ -58,6 +58,68 @@ class Network(nn.Module):
     return nn.Dense(self.num_classes, dtype=jnp.float32, name='head')(x)
 
 
+def logit_channels(num_classes: int) -> int:
+  """A segmenter's logits per pixel for `num_classes` mask values (background included).
+
+  Binary masks get one channel, the foreground's sigmoid logit; more values, one channel
+  each (softmax).
+  """
+  if num_classes < 2:
+    raise ValueError(f'segmentation needs at least 2 mask values, got {num_classes}')
+  return 1 if num_classes == 2 else num_classes
+
+
+class DecoderBlock(nn.Module):
+  """Upsample to the skip's size and the stage width, merge the skip, then the stage's cells."""
+  stage: DecoderStage
+  norm: str = 'batch'
+  activation: str = 'relu'
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, skip: jax.Array, train: bool) -> jax.Array:
+    s = self.stage
+    common = dict(norm=self.norm, activation=self.activation, dtype=self.dtype)
+    x = UPSAMPLE[s.upsample](s.cells.width, **common, name='up')(x, skip.shape[1:3], train)
+    x = SKIPS[s.skip](norm=self.norm, dtype=self.dtype, name='skip')(x, skip, train)
+    return StageBlock(s.cells, **common, name='cells')(x, train)
+
+
+class SegNetwork(nn.Module):
+  """stem - encoder stages - decoder stages - 1x1 conv; float32 logits at the input size.
+
+  Returns (B, H, W, logit_channels(num_classes)).
+  """
+  genotype: SegGenotype
+  num_classes: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    g = self.genotype
+    error = g.structure_error()
+    if error:
+      raise ValueError(error)
+    common = dict(norm=g.norm, activation=g.activation, dtype=self.dtype)
+    x = ConvNormAct(g.stem_width, 3, **common, name='stem')(x, train)
+    levels = []
+    for i, stage in enumerate(g.encoder):
+      x = StageBlock(stage, **common, name=f'encoder{i}')(x, train)
+      levels.append(x)
+    levels.pop()  # The deepest level is x itself.
+    for i, stage in enumerate(g.decoder):
+      x = DecoderBlock(stage, **common, name=f'decoder{i}')(x, levels.pop(), train)
+    return Conv(logit_channels(self.num_classes), 1, use_bias=True, dtype=jnp.float32,
+                name='head')(x)
+
+
+# Genotype kind -> the module that it describes, built as module(genotype, num_classes, dtype).
+NETWORKS: dict[type, type[nn.Module]] = {
+    Genotype: Network,
+    SegGenotype: SegNetwork,
+}
+
+
 def preprocess(images: jax.Array) -> jax.Array:
   """The network's input convention: uint8 images -> float32 in [0, 1].
 
@@ -66,10 +128,12 @@ def preprocess(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32) / 255.0
 
 
-def build(genotype: Genotype, num_classes: int, dtype: Dtype = jnp.float32) -> Network:
+def build(genotype: AnyGenotype, num_classes: int, dtype: Dtype = jnp.float32) -> nn.Module:
   """The network of `genotype.canonical()`: genotypes with equal hashes build equal networks.
 
+  A Genotype builds a classifier with (B, num_classes) logits; a SegGenotype a segmenter for
+  `num_classes` mask values with (B, H, W, logit_channels(num_classes)) logits.
   Use as `model.apply(variables, x, train=..., rngs={'dropout': key},
   mutable=['batch_stats'])` (mutable only when training); x is float32 (B, H, W, C).
   """
-  return Network(genotype.canonical(), num_classes, dtype)
+  return NETWORKS[type(genotype)](genotype.canonical(), num_classes, dtype)

@@ -2,6 +2,9 @@
 
   model = models.load('runs/pso_brain_mri-.../best')
   probs = model.predict(images)  # uint8 (N, H, W, C) at model.image_size
+
+A classifier predicts class probabilities (N, classes); a segmenter foreground
+probabilities per pixel (N, H, W, 1).
 """
 from __future__ import annotations
 
@@ -12,24 +15,31 @@ import os
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from models import genotype as genotype_lib
 from models import network
-from models.genotype import Genotype
+from models.genotype import AnyGenotype, Genotype, SegGenotype
 
 _GENOTYPE = 'genotype.json'
 _PREPROCESSING = 'preprocessing.json'
 _CHECKPOINT = 'checkpoint'
 # What a trained network is; init's other collections (e.g. perturbations) are not saved.
 _SAVED_COLLECTIONS = ('params', 'batch_stats')
+# Genotype kind -> logits to probabilities: softmax over classes, or binary masks' sigmoid.
+_PROBABILITIES = {
+    Genotype: jax.nn.softmax,
+    SegGenotype: jax.nn.sigmoid,
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class SavedModel:
-  """A trained classifier and what its inputs must look like."""
-  genotype: Genotype
+  """A trained network and what its inputs must look like."""
+  genotype: AnyGenotype
   variables: Any
   class_names: tuple[str, ...]
   image_size: int
@@ -41,11 +51,11 @@ class SavedModel:
     return network.build(self.genotype, len(self.class_names))
 
   def logits(self, images: np.ndarray) -> jax.Array:
-    """uint8 images (N, image_size, image_size, channels) -> float32 logits (N, classes)."""
+    """uint8 images (N, image_size, image_size, channels) -> float32 logits."""
     return _apply(self.module, self.variables, jnp.asarray(images))
 
   def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities, (N, classes), computed `batch_size` images at a time.
+    """Probabilities, (N, classes) or (N, H, W, 1), computed `batch_size` images at a time.
 
     Every batch is padded to `batch_size`, so any number of images compiles once.
     """
@@ -54,8 +64,12 @@ class SavedModel:
       batch = images[start:start + batch_size]
       padding = np.zeros((batch_size - len(batch),) + batch.shape[1:], batch.dtype)
       logits = self.logits(np.concatenate([batch, padding]))[:len(batch)]
-      out.append(np.asarray(jax.nn.softmax(logits)))
-    return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+      out.append(np.asarray(_PROBABILITIES[type(self.genotype)](logits)))
+    if out:
+      return np.concatenate(out)
+    shape = jax.eval_shape(self.logits, np.zeros((1, self.image_size, self.image_size,
+                                                  self.channels), np.uint8)).shape
+    return np.zeros((0,) + shape[1:], np.float32)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -63,19 +77,26 @@ def _apply(module, variables, images):
   return module.apply(variables, network.preprocess(images), train=False)
 
 
-def save(directory: str, genotype: Genotype, variables: Any, class_names: tuple[str, ...],
+def save(directory: str, genotype: AnyGenotype, variables: Any, class_names: tuple[str, ...],
          image_size: int, channels: int, **info) -> str:
-  """Writes a loadable model to `directory` (which must not exist yet)."""
+  """Writes a loadable model to `directory` (which must not exist yet).
+
+  With several JAX processes every one calls it with the same `directory` (orbax saves
+  collectively) and process 0 writes the files.
+  """
   directory = os.path.abspath(directory)
   checkpointer = ocp.StandardCheckpointer()
   variables = {k: v for k, v in variables.items() if k in _SAVED_COLLECTIONS}
   checkpointer.save(os.path.join(directory, _CHECKPOINT), jax.device_get(variables))
   checkpointer.wait_until_finished()
-  with open(os.path.join(directory, _GENOTYPE), 'w') as f:
-    f.write(genotype.to_json())
-  with open(os.path.join(directory, _PREPROCESSING), 'w') as f:
-    json.dump({'class_names': list(class_names), 'image_size': image_size,
-               'channels': channels, **info}, f, indent=2, sort_keys=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(directory, _GENOTYPE), 'w') as f:
+      f.write(genotype.to_json())
+    with open(os.path.join(directory, _PREPROCESSING), 'w') as f:
+      json.dump({'class_names': list(class_names), 'image_size': image_size,
+                 'channels': channels, **info}, f, indent=2, sort_keys=True)
+  if jax.process_count() > 1:  # the files exist for every process once it returns
+    multihost_utils.sync_global_devices(f'models.save {directory}')
   return directory
 
 
@@ -83,7 +104,7 @@ def load(directory: str) -> SavedModel:
   """The model saved in `directory` by `save`."""
   directory = os.path.abspath(directory)
   with open(os.path.join(directory, _GENOTYPE)) as f:
-    genotype = Genotype.from_json(f.read())
+    genotype = genotype_lib.from_json(f.read())
   with open(os.path.join(directory, _PREPROCESSING)) as f:
     info = json.load(f)
   class_names = tuple(info.pop('class_names'))

@@ -15,11 +15,21 @@ import ml_collections
 import datasets
 import models
 from datasets import augment as augment_lib
-from models.genotype import Genotype
+from models import genotype as genotype_lib
+from models.genotype import Genotype, SegGenotype
+from nas import distributed
 from nas import explain
+from nas import overlays
 from nas import records
 from nas import train as train_lib
 from nas.store import TrialStore
+
+# Genotype kind -> the figure of the winner on the test split, and its file under explain/:
+# where a classifier looks (Grad-CAM), or a segmenter's best and worst masks.
+_FIGURES = {
+    Genotype: (explain.grad_cam_figure, 'grad_cam.png'),
+    SegGenotype: (overlays.overlay_figure, 'overlays.png'),
+}
 
 
 def ranking(trials: list[records.Trial]) -> list[records.Trial]:
@@ -42,7 +52,8 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
               workdir: str) -> list[records.FinalResult]:
   """Retrains the top `final.top_k` genotypes with `final.seeds` seeds; tests each once.
 
-  Every retrained network is saved under `workdir/final/`; the winner (the search's best
+  Every retrained network is saved under `workdir/final/` (by every JAX process together,
+  into process 0's workdir); the winner (the search's best
   genotype, at its seed with the best validation metric) is copied to `workdir/best/`.
   With `final.dedup_test`, each is also scored on the test images that have no near
   duplicate in the training split (stored under test_metrics['deduplicated']).
@@ -54,7 +65,7 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
   aug_config = augment_lib.AugmentConfig(**config.augment)
   num_classes = len(splits.class_names)
   for rank, trial in enumerate(top, start=1):
-    genotype = Genotype.from_json(trial.genotype)
+    genotype = genotype_lib.from_json(trial.genotype)
     for offset in range(config.final.seeds):
       seed = config.seed + offset
       if store.final_at(genotype.hash, seed):
@@ -74,7 +85,8 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
         test_metrics[records.DEDUPLICATED] = train_lib.evaluate(
             trained.state, trained.steps, deduplicated, config.train.eval_batch_size)
       checkpoint = os.path.join(workdir, 'final', f'{genotype.hash}-seed{seed}')
-      shutil.rmtree(checkpoint, ignore_errors=True)  # left by a kill before it was stored
+      if distributed.is_main():
+        shutil.rmtree(checkpoint, ignore_errors=True)  # left by a kill before it was stored
       models.save(checkpoint, genotype,
                   {'params': trained.state.params, 'batch_stats': trained.state.batch_stats},
                   splits.class_names, config.data.image_size, config.data.channels,
@@ -88,26 +100,33 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
           params=trial.params, flops=trial.flops,
           train_seconds=trained.result.train_seconds, checkpoint=checkpoint))
   finals = store.finals()
-  best = _copy_winner(top, finals, config.search.metric, os.path.join(workdir, 'best'))
-  if best:
-    explain.grad_cam_figure(models.load(best), splits.test,
-                            os.path.join(workdir, 'explain', 'grad_cam.png'))
+  winner = _winner(top, finals, config.search.metric)
+  if winner is None:
+    return finals
+  model = models.load(winner.checkpoint)  # on every process: orbax restores collectively
+  if distributed.is_main():  # process 0 owns the workdir
+    _copy(winner.checkpoint, os.path.join(workdir, 'best'))
+    logging.info('winner %s (seed %d) saved to %s', winner.genotype_hash, winner.seed,
+                 os.path.join(workdir, 'best'))
+    draw, name = _FIGURES[type(model.genotype)]
+    draw(model, splits.test, os.path.join(workdir, 'explain', name))
   return finals
 
 
-def _copy_winner(top: list[records.Trial], finals: list[records.FinalResult], metric: str,
-                 destination: str) -> str | None:
-  """Copies the best-ranked retrained genotype's best-validating seed to `destination`."""
+def _winner(top: list[records.Trial], finals: list[records.FinalResult],
+            metric: str) -> records.FinalResult | None:
+  """The best-ranked retrained genotype, at its best-validating seed."""
   for trial in top:
     candidates = [f for f in finals if f.genotype_hash == trial.genotype_hash and f.checkpoint]
     if candidates:
-      winner = max(candidates, key=lambda f: (f.val_metrics.get(metric, 0.0), -f.seed))
-      partial = destination + '.partial'
-      shutil.rmtree(partial, ignore_errors=True)
-      shutil.copytree(winner.checkpoint, partial)
-      shutil.rmtree(destination, ignore_errors=True)
-      os.replace(partial, destination)
-      logging.info('winner %s (seed %d) saved to %s', winner.genotype_hash, winner.seed,
-                   destination)
-      return destination
+      return max(candidates, key=lambda f: (f.val_metrics.get(metric, 0.0), -f.seed))
   return None
+
+
+def _copy(source: str, destination: str) -> None:
+  """Replaces `destination` with a copy of `source`, never leaving a half-copied folder."""
+  partial = destination + '.partial'
+  shutil.rmtree(partial, ignore_errors=True)
+  shutil.copytree(source, partial)
+  shutil.rmtree(destination, ignore_errors=True)
+  os.replace(partial, destination)

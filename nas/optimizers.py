@@ -60,12 +60,16 @@ OPTIMIZERS: dict[str, Callable[[int, dict[str, Any]], Any]] = {
     'portfolio_discrete_oneplusone': _registered('PortfolioDiscreteOnePlusOne'),
     'ngopt': _registered('NGOpt'),
     'random': _registered('RandomSearch'),
-    'grid': None,  # exhaustive enumeration; see GridSearch
+    'grid': None,  # exhaustive enumeration, or a declared list of points; see GridSearch
 }
 
 
 class GridSearch:
-  """Asks every point of a finite grid once, in order, with Nevergrad's ask/tell interface."""
+  """Asks every point of a finite grid once, in order, with Nevergrad's ask/tell interface.
+
+  The grid is the search space's full product, or the points in `search.options.points`: an
+  experiment that trains given networks (the reference zoo) declares them as such points.
+  """
 
   def __init__(self, parametrization: ng.p.Array, points: Iterator[np.ndarray]):
     self.parametrization = parametrization
@@ -78,6 +82,21 @@ class GridSearch:
     del candidate, loss  # a grid does not adapt
 
 
+def _grid_points(options: dict[str, Any], budget: int,
+                 grid: Iterator[np.ndarray] | None) -> Iterator[np.ndarray]:
+  unknown = set(options) - {'points'}
+  if unknown:
+    raise errors.UserError(f'the grid optimizer takes only search.options.points, not '
+                           f'{", ".join(sorted(unknown))}')
+  if 'points' not in options:
+    return grid
+  points = [np.asarray(p, dtype=np.float64) for p in options['points']]
+  if budget > len(points):
+    raise errors.UserError(f'search.budget={budget} asks for more candidates than the '
+                           f'{len(points)} points in search.options.points')
+  return iter(points)
+
+
 def make(name: str, parametrization: ng.p.Array, budget: int, population: int,
          options: dict[str, Any], grid: Iterator[np.ndarray] | None = None):
   """An optimizer with Nevergrad's ask/tell interface, seeded by the parametrization."""
@@ -85,6 +104,6 @@ def make(name: str, parametrization: ng.p.Array, budget: int, population: int,
     raise errors.UserError(
         f'unknown optimizer {name!r}; choose one of {", ".join(sorted(OPTIMIZERS))}')
   if name == 'grid':
-    return GridSearch(parametrization, grid)
+    return GridSearch(parametrization, _grid_points(options, budget, grid))
   factory = OPTIMIZERS[name](population, dict(options))
   return factory(parametrization, budget=budget, num_workers=population)

@@ -20,7 +20,7 @@ import os
 import sqlite3
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 import urllib.parse
 
 from absl import app
@@ -44,11 +44,16 @@ _NA = '—'
 # nas.metrics.FITNESS_METRICS (a test keeps them equal), not imported: nas.metrics imports
 # scikit-learn, which would double the start-up time of this command.
 TEST_METRICS = ('accuracy', 'balanced_accuracy', 'macro_f1', 'auc')
+# nas.seg_metrics.SEG_FITNESS_METRICS and HD95, likewise kept equal and not imported.
+SEG_TEST_METRICS = ('dice', 'iou', 'precision', 'recall', 'hd95')
 _TRAINED = (records.OK, records.FAILED)  # duplicates and rejections cost no training
 _NAMES = {'accuracy': 'accuracy', 'balanced_accuracy': 'balanced accuracy', 'macro_f1': 'macro F1',
-          'auc': 'AUC'}
+          'auc': 'AUC', 'dice': 'Dice', 'iou': 'IoU', 'precision': 'precision',
+          'recall': 'recall', 'hd95': 'HD95 (pixels, lower is better)'}
 _SHORT_NAMES = {'accuracy': 'acc', 'balanced_accuracy': 'bal. acc', 'macro_f1': 'macro F1',
-                'auc': 'AUC'}
+                'auc': 'AUC', 'dice': 'Dice', 'iou': 'IoU', 'precision': 'precision',
+                'recall': 'recall', 'hd95': 'HD95 px ↓'}
+_DIGITS = {'hd95': 2}  # pixels; every other metric is a fraction, shown with 4 digits
 _LINESTYLES = ('-', '--', ':', '-.')
 _CSS = """
 body {font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1250px; color: #222;
@@ -105,6 +110,12 @@ class Run:
     return str(self.setting('search.metric', 'accuracy'))
 
   @property
+  def task(self) -> str:
+    """'classification' or 'segmentation', told by the ranking metric: no metric ranks both."""
+    return next((name for name, task in _TASKS.items() if self.metric in task.test_metrics),
+                'classification')
+
+  @property
   def start_time(self) -> float:
     """When the search started: meta 'started', or when its first trial began training."""
     starts = []
@@ -150,9 +161,9 @@ def _unique_labels(runs: Sequence[Run]) -> list[Run]:
 # The leaderboard.
 
 
-def _metric_names(metric: str) -> tuple[str, ...]:
-  """The ranking metric first, then the other classification metrics."""
-  return tuple(dict.fromkeys((metric, *TEST_METRICS)))
+def _metric_names(run: Run) -> tuple[str, ...]:
+  """The ranking metric first, then the other metrics of the run's task."""
+  return tuple(dict.fromkeys((run.metric, *_TASKS[run.task].test_metrics)))
 
 
 def _value(values: dict[str, Any], name: str) -> float:
@@ -190,7 +201,7 @@ def leaderboard(run: Run) -> pd.DataFrame:
   and sample std over its final seeds (NaN if it was not finally tested); train_seconds sums
   all of its trials that trained.
   """
-  names = _metric_names(run.metric)
+  names = _metric_names(run)
   finals = _by_hash(run.finals)
   rows = []
   for genotype_hash, trials in _by_hash(run.trials).items():
@@ -296,13 +307,15 @@ def _wall_time(run: Run) -> str:
 def _test_summary(winner: pd.Series, names: Sequence[str]) -> str:
   """E.g. 'accuracy 0.9300 ± 0.0361, AUC 0.97 ... (mean ± std over n=3 seeds)'."""
   parts = [f'{_NAMES.get(n, n)} '
-           f'{_fmt_mean_std(winner[f"test_{n}_mean"], winner[f"test_{n}_std"])}' for n in names]
+           f'{_fmt_mean_std(winner[f"test_{n}_mean"], winner[f"test_{n}_std"], _DIGITS.get(n, 4))}'
+           for n in names]
   return ', '.join(parts) + f' (mean ± std over n={winner.final_seeds} seeds)'
 
 
 def _header(run: Run, board: pd.DataFrame) -> list[tuple[str, str]]:
   """The fields above the leaderboard, as (name, value) pairs."""
   winner = _winner(board)
+  names = _TASKS[run.task].test_metrics
   fields = [('Experiment', run.experiment), ('Dataset', run.dataset),
             ('Image size', run.image_size), ('Optimizer', run.optimizer),
             ('Search metric', f'validation {run.metric}'), ('Trials', _status_counts(run)),
@@ -314,14 +327,14 @@ def _header(run: Run, board: pd.DataFrame) -> list[tuple[str, str]]:
                  f'{best.fidelity} epochs: {best.description}'))
   if winner.final_seeds:
     fields.append((f'Final test of the winner (rank {winner["rank"]})',
-                   _test_summary(winner, TEST_METRICS)))
+                   _test_summary(winner, names)))
     deduplicated = [f.test_metrics[records.DEDUPLICATED] for f in run.finals
                     if f.genotype_hash == winner.genotype_hash
                     and records.DEDUPLICATED in f.test_metrics]
     if deduplicated:
-      mean, std = _mean_std([d['accuracy'] for d in deduplicated])
+      mean, std = _mean_std([d[names[0]] for d in deduplicated])
       fields.append(('Final test without leaked images',
-                     f'accuracy {_fmt_mean_std(mean, std)} on the '
+                     f'{_NAMES[names[0]]} {_fmt_mean_std(mean, std)} on the '
                      f'{deduplicated[0]["num_examples"]} test images that have no near '
                      f'duplicate in the training split (n={len(deduplicated)} seeds)'))
   else:
@@ -329,15 +342,17 @@ def _header(run: Run, board: pd.DataFrame) -> list[tuple[str, str]]:
   return fields
 
 
-def _display(board: pd.DataFrame, metric: str) -> pd.DataFrame:
+def _display(board: pd.DataFrame, run: Run) -> pd.DataFrame:
   """The leaderboard as a person reads it: formatted numbers, test results as mean ± std."""
+  task = _TASKS[run.task]
   shown = pd.DataFrame({'#': board['rank'].astype(str), 'architecture': board.description})
-  for name in dict.fromkeys((metric, 'accuracy')):
+  for name in dict.fromkeys((run.metric, *task.validation)):
     shown[f'val {_SHORT_NAMES.get(name, name)}'] = board[f'val_{name}'].map(_fmt)
   shown['epochs'] = board.fidelity.astype(str)
-  for name in TEST_METRICS:
+  for name in task.test_metrics:
     shown[f'test {_SHORT_NAMES[name]}'] = [
-        _fmt_mean_std(m, s) for m, s in zip(board[f'test_{name}_mean'], board[f'test_{name}_std'])]
+        _fmt_mean_std(m, s, _DIGITS.get(name, 4))
+        for m, s in zip(board[f'test_{name}_mean'], board[f'test_{name}_std'])]
   shown['seeds'] = board.final_seeds.astype(str)
   shown['params'] = board.params.map(_fmt_count)
   shown['FLOPs'] = board.flops.map(_fmt_count)
@@ -372,10 +387,13 @@ def _fmt_unit(mean: float, std: float, unit: str) -> str:
 
 
 def _measured_row(run: Run, board: pd.DataFrame, entry: dict[str, Any]) -> list[str]:
-  tested = _tested(run, _winner(board))
+  winner = _winner(board)
+  tested = _tested(run, winner)
   values = [_fmt_unit(*_mean_std([_value(t, key) for t in tested]), entry['unit'])
             for key, _ in entry['metrics']]
   notes = f'mean ± std over {len(tested)} seeds' if tested else 'no final test yet'
+  if winner is not None and winner.params > 0:  # published rows name their sizes in notes
+    notes += f'; {_fmt_count(winner.params)} parameters'
   return [f'MedNAS winner: {run.label}', *values, 'official test split', run.image_size, notes]
 
 
@@ -644,7 +662,7 @@ def _run_markdown(run: Run, board: pd.DataFrame) -> str:
   lines = [f'# MedNAS leaderboard: {run.label}', '']
   lines += [f'- **{name}:** {_md_cell(value)}' for name, value in _header(run, board)]
   lines += ['', _status_line(run, board), '']
-  lines += _md_table(_display(board, run.metric)) if len(board) else [
+  lines += _md_table(_display(board, run)) if len(board) else [
       'No genotype has trained ok yet.']
   return '\n'.join(lines + _md_published([run], [board])) + '\n'
 
@@ -689,17 +707,22 @@ def _html_published(runs: Sequence[Run], boards: Sequence[pd.DataFrame]) -> list
 
 
 def _html_winner(run: Run, board: pd.DataFrame) -> list[str]:
-  """The winner's confusion matrix and per-class rates, from its test results if it has any."""
+  """The winner's section, from its test results if it has any; what it shows is the task's."""
   winner = _winner(board)
   evaluations, source = _winner_evaluations(run, winner)
   parts = [f'<h2>Winner (rank {_e(winner["rank"])})</h2>', f'<p>{_e(winner.description)}</p>']
+  return parts + _TASKS[run.task].winner(run, evaluations, source)
+
+
+def _html_classifier(run: Run, evaluations: Sequence[dict[str, Any]], source: str) -> list[str]:
+  """A classifier's confusion matrix, per-class rates, calibration and Grad-CAM."""
   if not evaluations or 'confusion_matrix' not in evaluations[0]:
-    return parts + [f'<p>{_e(f"No confusion matrix recorded ({source}).")}</p>']
+    return [f'<p>{_e(f"No confusion matrix recorded ({source}).")}</p>']
   matrix = np.sum([np.array(e['confusion_matrix'], dtype=float) for e in evaluations], axis=0)
   names = _class_names(run, len(matrix))
   summed = ', summed over seeds' if len(evaluations) > 1 else ''
-  parts.append(_html_image(_plot_confusion(matrix, names, f'Confusion matrix, {source}{summed}'),
-                           'confusion matrix of the winner'))
+  parts = [_html_image(_plot_confusion(matrix, names, f'Confusion matrix, {source}{summed}'),
+                       'confusion matrix of the winner')]
   if all('sensitivity' in e and 'specificity' in e for e in evaluations):
     rates = _plot_class_rates(evaluations, names,
                               f'Per-class sensitivity and specificity, {source}')
@@ -709,21 +732,62 @@ def _html_winner(run: Run, board: pd.DataFrame) -> list[str]:
     parts += ['<h3>Calibration</h3>',
               _html_image(_plot_reliability(evaluations, source),
                           'reliability diagram of the winner')]
-  return parts + _html_explanations(run)
+  return parts + _html_explanations(run, 'What the winner looks at (Grad-CAM)',
+                                    'Grad-CAM heat maps')
 
 
-def _html_explanations(run: Run) -> list[str]:
-  """The heat maps the final stage drew (nas.explain), embedded."""
+# What each segmentation metric is; nas.seg_metrics computes them per image and averages.
+_SEG_DEFINITIONS = {
+    'dice': '2|P ∩ T| / (|P| + |T|)',
+    'iou': '|P ∩ T| / |P ∪ T|',
+    'precision': '|P ∩ T| / |P|',
+    'recall': '|P ∩ T| / |T|',
+    'hd95': '95th percentile of the boundary-to-boundary distances, in pixels at the image '
+            'size; lower is better',
+}
+
+
+def _html_segmenter(run: Run, evaluations: Sequence[dict[str, Any]], source: str) -> list[str]:
+  """A segmenter's metrics with their definitions, and its best and worst test masks."""
+  if not evaluations:
+    return [f'<p>{_e(f"No metrics recorded ({source}).")}</p>']
+  table = pd.DataFrame({
+      'metric': [_NAMES[n] for n in SEG_TEST_METRICS],
+      source: [_fmt_mean_std(*_mean_std([_value(e, n) for e in evaluations]), _DIGITS.get(n, 4))
+               for n in SEG_TEST_METRICS],
+      'per image, averaged over images (P predicted, T true foreground)': [
+          _SEG_DEFINITIONS[n] for n in SEG_TEST_METRICS]})
+  return [_html_table(table)] + _html_explanations(
+      run, 'Predicted and true masks (test images)', 'predicted and true masks')
+
+
+def _html_explanations(run: Run, heading: str, alt: str) -> list[str]:
+  """The figures the final stage drew of the winner (nas.explain, nas.overlays), embedded."""
   folder = os.path.join(run.workdir, 'explain')
   images = sorted(f for f in os.listdir(folder) if f.endswith('.png')) if os.path.isdir(
       folder) else []
-  parts = ['<h3>What the winner looks at (Grad-CAM)</h3>'] if images else []
+  parts = [f'<h3>{_e(heading)}</h3>'] if images else []
   for name in images:
     with open(os.path.join(folder, name), 'rb') as f:
       data = base64.b64encode(f.read()).decode('ascii')
-    parts.append(f'<img alt="{_e("Grad-CAM heat maps: " + name)}" '
-                 f'src="data:image/png;base64,{data}">')
+    parts.append(f'<img alt="{_e(f"{alt}: {name}")}" src="data:image/png;base64,{data}">')
   return parts
+
+
+@dataclasses.dataclass(frozen=True)
+class _Task:
+  """What a report shows of one task's searches."""
+  test_metrics: tuple[str, ...]  # the leaderboard's test columns; the first is the headline
+  validation: tuple[str, ...]  # validation columns shown after the ranking metric
+  compared: tuple[str, ...]  # the winner's test metrics in the table of several runs
+  winner: Callable[[Run, Sequence[dict[str, Any]], str], list[str]]  # the winner's section
+
+
+# Task (datasets.Splits.task) -> its report.
+_TASKS = {
+    'classification': _Task(TEST_METRICS, ('accuracy',), ('accuracy', 'auc'), _html_classifier),
+    'segmentation': _Task(SEG_TEST_METRICS, ('dice', 'iou'), ('dice', 'iou'), _html_segmenter),
+}
 
 
 def _run_html(run: Run, board: pd.DataFrame) -> str:
@@ -735,7 +799,7 @@ def _run_html(run: Run, board: pd.DataFrame) -> str:
     if len(board) > HTML_TOP:
       note = f'Top {HTML_TOP} of {len(board)}; all are in leaderboard.csv.'
       body.append(f'<p class="muted">{_e(note)}</p>')
-    body += [_html_table(_display(board.head(HTML_TOP), run.metric)),
+    body += [_html_table(_display(board.head(HTML_TOP), run)),
              '<h2>Search progress</h2>',
              _html_image(_plot_progress([run]), 'best-so-far validation metric'),
              '<h2>Validation metric against size</h2>',
@@ -764,11 +828,12 @@ def _runs_table(runs: Sequence[Run], boards: Sequence[pd.DataFrame]) -> pd.DataF
         'training time': _fmt_duration(
             sum(t.train_seconds for t in run.trials if t.status in _TRAINED)),
         'best val': f'{run.metric} {_fmt(best)}',
-        'winner test acc': _winner_test(winner, 'accuracy'),
-        'winner test AUC': _winner_test(winner, 'auc'),
+        **{f'winner test {_SHORT_NAMES[name]}': _winner_test(winner, name)
+           for name in _TASKS[run.task].compared},
         'seeds': str(seeds),
     })
-  return pd.DataFrame(rows)
+  # Runs of different tasks share no winner columns: each shows a dash in the other's.
+  return pd.DataFrame(rows).fillna(_NA)
 
 
 def _winner_test(winner: pd.Series | None, name: str) -> str:
@@ -869,6 +934,208 @@ def write_report(workdirs: Sequence[str], out_dir: str | None = None) -> dict[st
                      _comparison_html(runs, boards, out_dir))
   written.update({f'comparison/{name}': path for name, path in files.items()})
   return written
+
+
+# Optimizer studies (nas.compare): several optimizers x seeds at one evaluation budget.
+
+BASELINE = 'random'
+
+
+def anytime(run: Run) -> np.ndarray:
+  """The best validation metric found after each candidate asked: entry k after k + 1.
+
+  Candidates count as the search's budget counts them, in the order asked, whatever rung
+  they reached; NaN until the first trial that trained ok.
+  """
+  values = np.full(max((t.ask_index + 1 for t in run.trials), default=0), np.nan)
+  for trial in run.trials:
+    if trial.status == records.OK:
+      values[trial.ask_index] = np.fmax(values[trial.ask_index],
+                                        _value(trial.metrics, run.metric))
+  return np.fmax.accumulate(values)
+
+
+def evaluations_to_reach(curve: np.ndarray, target: float) -> float:
+  """Candidates a best-so-far `curve` (see anytime) asks until it reaches `target`, or NaN."""
+  reached = np.flatnonzero(curve >= target)
+  return float(reached[0] + 1) if reached.size else float('nan')
+
+
+def _final_value(curve: np.ndarray) -> float:
+  return float(curve[-1]) if curve.size else float('nan')
+
+
+def study_summary(runs: Sequence[Run], boards: Sequence[pd.DataFrame],
+                  baseline: str = BASELINE) -> pd.DataFrame:
+  """One row per optimizer; each number is a mean and sample std over its runs (seeds).
+
+  best_val: the best validation metric a run found (the end of its anytime curve).
+  evaluations_to_baseline: per run, the candidates asked until its best so far reached what
+  `baseline` found with the same seed in its whole budget; NaN where it never did, so the
+  mean is over the runs that did, and reached_baseline counts them. test_*: each run's
+  winner on the test split, averaged over its final seeds first.
+  """
+  curves = [anytime(run) for run in runs]
+  targets = {run.setting('seed', None): _final_value(curve)
+             for run, curve in zip(runs, curves) if run.optimizer == baseline}
+  rows = []
+  for optimizer in dict.fromkeys(run.optimizer for run in runs):
+    mine = [i for i, run in enumerate(runs) if run.optimizer == optimizer]
+    evaluations = [evaluations_to_reach(curves[i], targets.get(runs[i].setting('seed', None),
+                                                                float('nan'))) for i in mine]
+    winners = [_winner(boards[i]) for i in mine]
+    row = {'optimizer': optimizer, 'runs': len(mine),
+           'candidates': max(len(curves[i]) for i in mine)}
+    row['best_val_mean'], row['best_val_std'] = _mean_std([_final_value(curves[i])
+                                                           for i in mine])
+    row['evaluations_to_baseline_mean'], row['evaluations_to_baseline_std'] = _mean_std(
+        evaluations)
+    row['reached_baseline'] = int(np.isfinite(evaluations).sum())
+    for name in TEST_METRICS:
+      row[f'test_{name}_mean'], row[f'test_{name}_std'] = _mean_std(
+          [float('nan') if w is None else w[f'test_{name}_mean'] for w in winners])
+    row['train_seconds_mean'] = float(np.mean([
+        sum(t.train_seconds for t in runs[i].trials if t.status in _TRAINED) for i in mine]))
+    rows.append(row)
+  return pd.DataFrame(rows)
+
+
+def study_curves(runs: Sequence[Run]) -> pd.DataFrame:
+  """Per optimizer and candidate asked: mean and sample std over its runs of the best so far.
+
+  A run that asked fewer candidates keeps its last value: a best so far does not drop.
+  """
+  rows = []
+  for optimizer in dict.fromkeys(run.optimizer for run in runs):
+    curves = [anytime(run) for run in runs if run.optimizer == optimizer]
+    size = max(len(c) for c in curves)
+    padded = np.array([np.pad(c, (0, size - len(c)), mode='edge') if c.size
+                       else np.full(size, np.nan) for c in curves])
+    for k in range(size):
+      mean, std = _mean_std(padded[:, k])
+      rows.append({'optimizer': optimizer, 'candidates': k + 1, 'best_val_mean': mean,
+                   'best_val_std': std, 'runs': int(np.isfinite(padded[:, k]).sum())})
+  return pd.DataFrame(rows, columns=['optimizer', 'candidates', 'best_val_mean',
+                                     'best_val_std', 'runs'])
+
+
+def _fmt_reach(row: pd.Series, has_baseline: bool) -> str:
+  if not has_baseline:
+    return _NA
+  reached = f'{row.reached_baseline}/{row.runs} runs'
+  if not row.reached_baseline:
+    return f'never ({reached})'
+  return (f'{_fmt_mean_std(row.evaluations_to_baseline_mean, row.evaluations_to_baseline_std, 1)}'
+          f' ({reached})')
+
+
+def _study_display(summary: pd.DataFrame, metric: str, baseline: str,
+                   has_baseline: bool) -> pd.DataFrame:
+  """The per-optimizer summary as a person reads it."""
+  return pd.DataFrame({
+      'optimizer': summary.optimizer,
+      'runs': summary.runs.astype(str),
+      'candidates': summary.candidates.astype(str),
+      f'best val {_SHORT_NAMES.get(metric, metric)}': [
+          _fmt_mean_std(m, s) for m, s in zip(summary.best_val_mean, summary.best_val_std)],
+      f'evaluations to {baseline}\'s best': [_fmt_reach(row, has_baseline)
+                                             for _, row in summary.iterrows()],
+      **{f'winner test {_SHORT_NAMES[name]}': [
+          _fmt_mean_std(m, s) for m, s in zip(summary[f'test_{name}_mean'],
+                                              summary[f'test_{name}_std'])]
+         for name in ('accuracy', 'auc')},
+      'training per run': summary.train_seconds_mean.map(_fmt_duration),
+  })
+
+
+def _plot_anytime(curves: pd.DataFrame, metric: str, baseline: str,
+                  baseline_best: float) -> figure.Figure:
+  """Each optimizer's mean best so far against candidates asked; the band is ± 1 std."""
+  fig = figure.Figure(figsize=(8, 4.8), layout='constrained')
+  ax = fig.subplots()
+  colors = {name: f'C{i % 10}' for i, name in enumerate(sorted(set(curves.optimizer)))}
+  for optimizer, group in curves.groupby('optimizer', sort=False):
+    mean, std = group.best_val_mean.to_numpy(), group.best_val_std.fillna(0).to_numpy()
+    ax.plot(group.candidates, mean, drawstyle='steps-post', color=colors[optimizer], lw=2,
+            label=_plain(f'{optimizer} (mean of {group.runs.max()} runs)'))
+    ax.fill_between(group.candidates, mean - std, mean + std, step='post', alpha=0.15,
+                    color=colors[optimizer])
+  if np.isfinite(baseline_best):
+    ax.axhline(baseline_best, color='0.3', linestyle=':',
+               label=_plain(f'{baseline}: final best, mean over runs'))
+  ax.set_xlabel('candidates asked')
+  ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  ax.set_ylabel(f'best validation {metric} so far')
+  ax.grid(alpha=0.3)
+  ax.legend(loc='lower right', fontsize=8)
+  return fig
+
+
+def write_study(workdirs: Sequence[str], out_dir: str, title: str = '',
+                baseline: str = BASELINE) -> dict[str, str]:
+  """Writes the optimizer comparison of a study's runs into `out_dir`.
+
+  Files: leaderboard.md and report.html (per-optimizer summary, anytime curves, every run,
+  published numbers), leaderboard.csv (study_summary), anytime.csv (study_curves) and
+  anytime.png. Returns their paths by file name. Each run keeps its own report.
+  """
+  runs = _unique_labels([load_run(workdir) for workdir in workdirs])
+  boards = [leaderboard(run) for run in runs]
+  summary = study_summary(runs, boards, baseline)
+  curves = study_curves(runs)
+  metric = ' / '.join(dict.fromkeys(run.metric for run in runs))
+  has_baseline = baseline in summary.optimizer.values
+  baseline_best = (float(summary.loc[summary.optimizer == baseline, 'best_val_mean'].iloc[0])
+                   if has_baseline else float('nan'))
+  budgets = sorted({str(run.setting('search.budget', '?')) for run in runs})
+  fields = [
+      ('Study', title or f'{len(runs)} runs'),
+      ('Dataset', ', '.join(dict.fromkeys(run.dataset for run in runs))),
+      ('Image size', ', '.join(dict.fromkeys(run.image_size for run in runs))),
+      ('Search metric', f'validation {metric}'),
+      ('Budget', f'{" / ".join(budgets)} candidates per run'
+       + ('' if len(budgets) == 1 else ' (unequal: the runs do not compare fairly)')),
+      (f'Evaluations to {baseline}\'s best',
+       (f'per run, the candidates asked until its best so far reached what {baseline} found '
+        'with the same seed in its whole budget; mean ± std over the runs that reached it')
+       if has_baseline else f'not computed: the study has no {baseline} runs'),
+      ('Winner test', ('each run\'s winner, retrained and tested once per final seed; '
+                       'mean ± std over runs')),
+  ]
+  table = _study_display(summary, metric, baseline, has_baseline)
+  figure_uri = _png(_plot_anytime(curves, metric, baseline, baseline_best))
+
+  markdown = [f'# MedNAS optimizer study: {title}', '']
+  markdown += [f'- **{name}:** {_md_cell(value)}' for name, value in fields]
+  markdown += ['', *_md_table(table), '', 'Anytime curves: anytime.png, anytime.csv.', '',
+               '## Runs', '', *_md_table(_runs_table(runs, boards))]
+  hrefs = [urllib.parse.quote(os.path.relpath(os.path.join(run.workdir, 'report.html'),
+                                              out_dir)) for run in runs]
+  links = ''.join(f'<li><a href="{_e(href)}">{_e(run.label)}</a></li>'
+                  for run, href in zip(runs, hrefs))
+  body = [_html_fields(fields), '<h2>Optimizers</h2>', _html_table(table),
+          '<h2>Anytime curves</h2>',
+          f'<img alt="best validation metric so far per optimizer" src="{figure_uri}">',
+          '<h2>Runs</h2>', _html_table(_runs_table(runs, boards)),
+          f'<p>Each run\'s own report:</p><ul>{links}</ul>',
+          *_html_published(runs, boards)]
+  png = os.path.join(out_dir, 'anytime.png')
+  try:
+    with open(png, 'wb') as f:
+      f.write(base64.b64decode(figure_uri.partition(',')[2]))
+  except OSError as e:
+    raise errors.UserError(f'cannot write {png}: {e.strerror}') from e
+  return {
+      'leaderboard.md': _write(os.path.join(out_dir, 'leaderboard.md'), '\n'.join(
+          markdown + _md_published(runs, boards)) + '\n'),
+      'leaderboard.csv': _write(os.path.join(out_dir, 'leaderboard.csv'),
+                                summary.to_csv(index=False)),
+      'anytime.csv': _write(os.path.join(out_dir, 'anytime.csv'), curves.to_csv(index=False)),
+      'anytime.png': png,
+      'report.html': _write(os.path.join(out_dir, 'report.html'), _html_page(
+          f'MedNAS optimizer study: {title}', body)),
+  }
+
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) < 2:

@@ -32,7 +32,7 @@ import tqdm
 import datasets
 from datasets import augment as augment_lib
 from models import counting
-from models.genotype import Genotype
+from models.genotype import AnyGenotype
 from nas import errors
 from nas import optimizers
 from nas import records
@@ -55,11 +55,12 @@ class EvalContext:
   metric: str
   checkpoint_root: str  # training checkpoints of candidates in flight live below it
 
-  def checkpoint_dir(self, genotype: Genotype, fidelity: int) -> str:
+  def checkpoint_dir(self, genotype: AnyGenotype, fidelity: int) -> str:
     return os.path.join(self.checkpoint_root, f'{genotype.hash}-{fidelity}')
 
 
-def evaluate_candidate(genotype: Genotype, fidelity: int, ctx: EvalContext) -> records.TrainResult:
+def evaluate_candidate(genotype: AnyGenotype, fidelity: int,
+                       ctx: EvalContext) -> records.TrainResult:
   """Trains one candidate for `fidelity` epochs; what an executor runs."""
   train, val = ctx.data.train_val()
   return train_lib.train_and_evaluate(
@@ -103,15 +104,30 @@ _LOOPS = {'sync': '_loop', 'async': '_loop_async'}
 
 
 class Search:
-  """One search over one search space, writing every trial to `store`."""
+  """One search over one search space, writing every trial to `store`.
+
+  `task` is the data's (`datasets.Splits.task`): it picks the space, classifiers or
+  segmenters. It is an argument because a Spec says what to load, not what it holds.
+  """
 
   def __init__(self, config: ml_collections.ConfigDict, data: datasets.Spec,
-               num_classes: int, store: TrialStore, executor):
+               num_classes: int, store: TrialStore, executor,
+               task: str = datasets.CLASSIFICATION):
     self.config = config
     self.store = store
     self.executor = executor
-    self.space = space_lib.SearchSpace(config.space, config.data.image_size,
-                                       config.data.channels, num_classes)
+    if task not in space_lib.SPACES:
+      raise errors.UserError(f'no search space for task {task!r}; known tasks: '
+                             f'{", ".join(space_lib.SPACES)}')
+    try:
+      self.space = space_lib.SPACES[task](config.space, config.data.image_size,
+                                          config.data.channels, num_classes)
+    except KeyError as e:  # e.g. a classification experiment pointed at segmentation data
+      raise errors.UserError(f'config.space has no field {e.args[0]} that a {task} search '
+                             f'needs; start from a {task} experiment (see --list_experiments)'
+                             ) from e
+    except ValueError as e:  # a space config that describes no network
+      raise errors.UserError(f'config.space: {e}') from e
     self.ctx = EvalContext(
         data=data, num_classes=num_classes, seed=config.seed,
         train_config=config.train, aug_config=augment_lib.AugmentConfig(**config.augment),
@@ -171,7 +187,7 @@ class Search:
     start = time.monotonic()
     asked, best = 0, math.inf
     finished: dict[str, records.Trial] = {}  # genotype hash -> the trial that trained it
-    in_flight: dict[str, list[tuple[int, Any, Genotype]]] = {}  # hash -> asks waiting on it
+    in_flight: dict[str, list[tuple[int, Any, AnyGenotype]]] = {}  # hash -> asks waiting on it
     futures: dict[str, Any] = {}  # hash -> its training; absent when replayed from the store
     with tqdm.tqdm(total=budget, desc=self.config.experiment, unit='cand') as bar:
 
@@ -241,7 +257,8 @@ class Search:
           return genotype_hash
       time.sleep(0.05)
 
-  def _stored(self, ask_index: int, fidelity: int, genotype: Genotype) -> records.Trial | None:
+  def _stored(self, ask_index: int, fidelity: int,
+              genotype: AnyGenotype) -> records.Trial | None:
     """The stored trial of this ask, if any; it must be of the genotype asked again now."""
     stored = self.store.trial_at(ask_index, fidelity)
     if stored and stored.genotype_hash != genotype.hash:
@@ -265,7 +282,7 @@ class Search:
     return [trial.loss] + [math.log10(max(1, costs[name])) for name in extra]
 
   def _evaluate_generation(self, first_ask: int, generation: int,
-                           genotypes: list[Genotype]) -> list[records.Trial]:
+                           genotypes: list[AnyGenotype]) -> list[records.Trial]:
     """Successive halving over the rungs; each candidate's trial at its highest rung."""
     eta = self.config.search.fidelity.eta
     highest: list[records.Trial | None] = [None] * len(genotypes)
@@ -281,11 +298,11 @@ class Search:
         break
     return highest
 
-  def _evaluate(self, items: list[tuple[int, Genotype]], fidelity: int,
+  def _evaluate(self, items: list[tuple[int, AnyGenotype]], fidelity: int,
                 generation: int) -> list[records.Trial]:
     """Stored, rejected, duplicate or trained: one trial per item, in item order."""
     trials: dict[int, records.Trial] = {}
-    waiting: dict[str, list[tuple[int, Genotype]]] = {}
+    waiting: dict[str, list[tuple[int, AnyGenotype]]] = {}
     futures = {}
     with self.executor.batch():
       self._submit(items, fidelity, generation, trials, waiting, futures)
@@ -319,7 +336,7 @@ class Search:
       waiting.setdefault(genotype.hash, []).append((ask_index, genotype))
 
   def _record_trained(self, ask_index: int, fidelity: int, generation: int,
-                      genotype: Genotype, result: records.TrainResult) -> records.Trial:
+                      genotype: AnyGenotype, result: records.TrainResult) -> records.Trial:
     counts = counting.count(genotype, self.config.data.image_size, self.config.data.channels,
                             self.ctx.num_classes)
     trial = self._record(
@@ -332,14 +349,14 @@ class Search:
     self._count_failure(trial)
     return trial
 
-  def _record_duplicate(self, ask_index: int, generation: int, genotype: Genotype,
+  def _record_duplicate(self, ask_index: int, generation: int, genotype: AnyGenotype,
                         source: records.Trial) -> records.Trial:
     return self._record(
         ask_index, source.fidelity, generation, genotype, status=records.DUPLICATE,
         metrics=source.metrics, history=source.history, error=source.error,
         params=source.params, flops=source.flops, source_trial=source.id)
 
-  def _record(self, ask_index: int, fidelity: int, generation: int, genotype: Genotype,
+  def _record(self, ask_index: int, fidelity: int, generation: int, genotype: AnyGenotype,
               status: str, metrics: dict | None = None, **fields) -> records.Trial:
     metrics = metrics or {}
     return self.store.add_trial(records.Trial(

@@ -8,11 +8,15 @@ CMA move in natively and what discrete optimizers mutate coordinate-wise, and it
 Nevergrad microseconds per candidate, where a tree of `Choice` parameters costs about 100 ms.
 Numeric values are listed in increasing order, so neighbouring coordinates are neighbouring
 values; names have no order, which continuous optimizers tolerate.
+
+`SearchSpace` proposes classifiers; `SegmentationSpace` proposes encoder-decoder segmenters
+with the same vector machinery, its decoder stages drawing their cells from the same genes.
 """
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import ml_collections
 import nevergrad as ng
@@ -20,7 +24,7 @@ import numpy as np
 from scipy import special
 
 from models import counting
-from models.genotype import Genotype, Stage, TrainGenes
+from models.genotype import AnyGenotype, DecoderStage, Genotype, SegGenotype, Stage, TrainGenes
 
 # Gene name -> the config field listing its allowed values.
 _GLOBAL_GENES = {
@@ -37,19 +41,28 @@ _TRAIN_GENES = {
     'augment': 'augments',
     'label_smoothing': 'label_smoothings',
 }
-_STAGE_GENES = {
+_CELL_GENES = {
     'num_cells': 'num_cells',
     'cell': 'cells',
     'kernel': 'kernels',
     'width': 'widths',
     'dilation': 'dilations',
     'attention': 'attention',
-    'downsample': 'downsample',
+}
+_STAGE_GENES = {**_CELL_GENES, 'downsample': 'downsample'}
+_SEG_GLOBAL_GENES = {
+    'stem_width': 'stem_widths',
+    'norm': 'norms',
+    'activation': 'activations',
+}
+_DECODER_GENES = {
+    'upsample': 'upsamples',
+    'skip': 'skips',
 }
 
 
 class SearchSpace:
-  """The genotypes an experiment may propose, and the cheap checks that reject bad ones."""
+  """The classifiers an experiment may propose, and the cheap checks that reject bad ones."""
 
   def __init__(self, space: ml_collections.ConfigDict, image_size: int, channels: int,
                num_classes: int):
@@ -58,17 +71,18 @@ class SearchSpace:
     self.channels = channels
     self.num_classes = num_classes
     self.choices: dict[str, tuple[Any, ...]] = {}
-    for gene, field in {**_GLOBAL_GENES, **_TRAIN_GENES}.items():
-      self._add(gene, space[field])
-    for i in range(space.num_stages):
-      for gene, field in _STAGE_GENES.items():
-        self._add(f's{i}.{gene}', space[field])
+    for gene, values in self._allowed(space).items():
+      values = tuple(values)
+      if not values:
+        raise ValueError(f'search space gene {gene!r} has no allowed values')
+      self.choices[gene] = values
 
-  def _add(self, gene: str, values) -> None:
-    values = tuple(values)
-    if not values:
-      raise ValueError(f'search space gene {gene!r} has no allowed values')
-    self.choices[gene] = values
+  def _allowed(self, space: ml_collections.ConfigDict) -> dict[str, Sequence[Any]]:
+    """Every gene's allowed values, in the order of the vector's coordinates."""
+    genes = {gene: space[field] for gene, field in {**_GLOBAL_GENES, **_TRAIN_GENES}.items()}
+    for i in range(space.num_stages):
+      genes.update({f's{i}.{gene}': space[field] for gene, field in _STAGE_GENES.items()})
+    return genes
 
   @property
   def searched(self) -> list[str]:
@@ -116,7 +130,7 @@ class SearchSpace:
       size *= len(self.choices[gene])
     return size
 
-  def violation(self, genotype: Genotype) -> str:
+  def violation(self, genotype: AnyGenotype) -> str:
     """Why the genotype may not be trained, or '' if it may. Cheap: nothing compiles."""
     sizes = counting.feature_sizes(genotype, self.image_size)
     if min(sizes) < self.config.min_feature_size:
@@ -129,3 +143,53 @@ class SearchSpace:
       if self.config.max_flops and counts.flops > self.config.max_flops:
         return f'{counts.flops:,} FLOPs > budget {self.config.max_flops:,}'
     return ''
+
+
+class SegmentationSpace(SearchSpace):
+  """Encoder-decoder segmenters (models.genotype.SegGenotype).
+
+  `num_stages` encoder stages take the classifier's stage genes; the first works at the
+  input resolution, so its downsample is fixed to 'none' and every later one must
+  downsample. The num_stages - 1 decoder stages take the same cell genes (cells, kernels,
+  widths, ...) plus `upsamples` ('transpose', 'resize') and `skips` ('concat', 'add',
+  'none'). Global genes: stem_widths, norms, activations; the training genes as always.
+  """
+
+  def _allowed(self, space: ml_collections.ConfigDict) -> dict[str, Sequence[Any]]:
+    if 'none' in space.downsample:
+      raise ValueError("a segmentation space's encoder stages after the first must "
+                       "downsample: remove 'none' from space.downsample")
+    genes = {gene: space[field]
+             for gene, field in {**_SEG_GLOBAL_GENES, **_TRAIN_GENES}.items()}
+    for i in range(space.num_stages):
+      genes.update({f'e{i}.{gene}': space[field] for gene, field in _STAGE_GENES.items()})
+    genes['e0.downsample'] = ('none',)
+    for i in range(space.num_stages - 1):
+      genes.update({f'd{i}.{gene}': space[field]
+                    for gene, field in {**_CELL_GENES, **_DECODER_GENES}.items()})
+    return genes
+
+  def decode(self, vector: np.ndarray) -> SegGenotype:
+    """The segmenter at a point; genes not searched take their single value."""
+    genes = self.genes(vector)
+    encoder = tuple(
+        Stage(**{name: genes[f'e{i}.{name}'] for name in _STAGE_GENES})
+        for i in range(self.config.num_stages))
+    decoder = tuple(
+        DecoderStage(Stage(**{name: genes[f'd{i}.{name}'] for name in _CELL_GENES}),
+                     **{name: genes[f'd{i}.{name}'] for name in _DECODER_GENES})
+        for i in range(self.config.num_stages - 1))
+    return SegGenotype(
+        encoder=encoder, decoder=decoder,
+        train=TrainGenes(**{name: genes[name] for name in _TRAIN_GENES}),
+        **{name: genes[name] for name in _SEG_GLOBAL_GENES})
+
+  def violation(self, genotype: SegGenotype) -> str:
+    return genotype.structure_error() or super().violation(genotype)
+
+
+# Task (datasets.Split.task) -> the space of networks that solve it.
+SPACES: dict[str, type[SearchSpace]] = {
+    'classification': SearchSpace,
+    'segmentation': SegmentationSpace,
+}

@@ -1,8 +1,14 @@
 """Training and evaluation of one genotype: optax, a pure jitted train step, data parallel.
 
-Modelled on Flax's examples/imagenet/train.py. The batch is sharded over every local device
+One loop for every task: a Task (Classification or Segmentation, chosen by the genotype's
+kind) supplies the step's inputs and targets, its loss, the probabilities the evaluation
+step returns and the metrics computed from them on the host; the loop, checkpoints and
+early stopping are shared.
+
+Modelled on Flax's examples/imagenet/train.py. The batch is sharded over every device
 along the `data` axis of a mesh and the state is replicated, so one device is plain jit and
-many devices are data parallel with the same code. Learning rate, weight decay, label
+many devices, of one host or of several (`nas.distributed`), are data parallel with the
+same code. Learning rate, weight decay, label
 smoothing and augmentation strength enter the step as traced scalars: genotypes that differ
 only in training hyperparameters share one compiled step.
 """
@@ -14,7 +20,7 @@ import math
 import os
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Protocol
 
 from absl import logging
 from flax.training import train_state
@@ -30,9 +36,12 @@ import datasets
 from datasets import augment as augment_lib
 from datasets import pipeline
 import models
-from models.genotype import Genotype, TrainGenes
+from models.genotype import AnyGenotype, Genotype, SegGenotype, TrainGenes
+from nas import distributed
+from nas import losses
 from nas import metrics as metrics_lib
 from nas import records
+from nas import seg_metrics
 
 Variables = dict[str, Any]
 
@@ -49,10 +58,109 @@ class NonFiniteLoss(Exception):
   """The training loss became NaN or infinite."""
 
 
+class Task(Protocol):
+  """What a task trains and scores differently. Frozen dataclasses: a jit static argument."""
+  fitness_metrics: ClassVar[tuple[str, ...]]  # may be search.metric: fitness = 1 - metric
+  history_metrics: ClassVar[tuple[str, ...]]  # validation metrics kept for every epoch
+
+  def inputs(self, key: jax.Array, batch: dict[str, jax.Array], hparams: dict[str, jax.Array],
+             aug_config: augment_lib.AugmentConfig, num_classes: int
+             ) -> tuple[jax.Array, jax.Array]:
+    """(augmented float images, targets) of a training batch, inside the step."""
+
+  def loss(self, logits: jax.Array, targets: jax.Array,
+           hparams: dict[str, jax.Array]) -> jax.Array:
+    """The mean training loss of a batch, from float32 logits."""
+
+  def probabilities(self, logits: jax.Array) -> jax.Array:
+    """What the evaluation step returns to the host."""
+
+  def score(self, split: datasets.Split, probs: np.ndarray) -> dict[str, Any]:
+    """Validation metrics of a whole split, 'loss' included, on the host."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Classification:
+  """One label per image: softmax cross-entropy with label smoothing."""
+  fitness_metrics: ClassVar[tuple[str, ...]] = metrics_lib.FITNESS_METRICS
+  history_metrics: ClassVar[tuple[str, ...]] = metrics_lib.FITNESS_METRICS
+
+  def inputs(self, key, batch, hparams, aug_config, num_classes):
+    images = augment_lib.augment(key, models.preprocess(batch['image']), hparams['augment'],
+                                 aug_config)
+    targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], num_classes),
+                                  hparams['label_smoothing'])
+    return images, targets
+
+  def loss(self, logits, targets, hparams):
+    return optax.softmax_cross_entropy(logits, targets).mean()
+
+  def probabilities(self, logits):
+    return jax.nn.softmax(logits)
+
+  def score(self, split, probs):
+    result = metrics_lib.classification_metrics(split.labels, probs)
+    picked = probs[np.arange(len(probs)), split.labels]
+    result['loss'] = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class Segmentation:
+  """A binary mask per image (batches carry 'seg_mask'): Dice + BCE, one logit per pixel.
+
+  Label smoothing softens the BCE targets only. The weights are set by `train.dice_weight`
+  and `train.bce_weight` where an experiment's config has them.
+  """
+  dice_weight: float = 1.0
+  bce_weight: float = 1.0
+  fitness_metrics: ClassVar[tuple[str, ...]] = seg_metrics.SEG_FITNESS_METRICS
+  history_metrics: ClassVar[tuple[str, ...]] = seg_metrics.SEG_FITNESS_METRICS + ('hd95',)
+
+  def inputs(self, key, batch, hparams, aug_config, num_classes):
+    if num_classes != 2:
+      raise ValueError(f'segmentation trains binary masks (2 mask values), got {num_classes}')
+    images, masks = augment_lib.augment_with_masks(
+        key, models.preprocess(batch['image']), batch['seg_mask'], hparams['augment'],
+        aug_config)
+    return images, masks.astype(jnp.float32)
+
+  def loss(self, logits, targets, hparams):
+    return losses.dice_bce_loss(logits, targets, self.dice_weight, self.bce_weight,
+                                hparams['label_smoothing'])
+
+  def probabilities(self, logits):
+    return jax.nn.sigmoid(logits)
+
+  def score(self, split, probs):
+    result = seg_metrics.segmentation_metrics(split.masks, probs)
+    # The training loss without smoothing, from the logits that give these probabilities.
+    p = np.clip(probs, 1e-7, 1.0 - 1e-7)
+    result['loss'] = float(losses.dice_bce_loss(
+        np.log(p) - np.log1p(-p), split.masks, self.dice_weight, self.bce_weight))
+    return result
+
+
+# Genotype kind -> the task its network solves.
+TASKS: dict[type, type[Task]] = {
+    Genotype: Classification,
+    SegGenotype: Segmentation,
+}
+
+
+def task_for(genotype: AnyGenotype, train_cfg: ml_collections.ConfigDict) -> Task:
+  """The genotype's task, with the settings (e.g. loss weights) that `train_cfg` overrides."""
+  task = TASKS[type(genotype)]
+  return task(**{f.name: train_cfg[f.name] for f in dataclasses.fields(task)
+                 if f.name in train_cfg})
+
+
 @dataclasses.dataclass(frozen=True)
 class Steps:
   """The compiled functions of one architecture; shared by genotypes that differ in TrainGenes."""
   model: Any
+  task: Task
+  batch_sharding: jax.sharding.Sharding
   init: Callable
   train_step: Callable
   eval_step: Callable
@@ -73,21 +181,18 @@ def _direction(optimizer: str, momentum: float) -> optax.GradientTransformation:
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array,
-               hparams: dict[str, jax.Array], *, aug_config: augment_lib.AugmentConfig,
+               hparams: dict[str, jax.Array], *, task: Task,
+               aug_config: augment_lib.AugmentConfig,
                num_classes: int) -> tuple[TrainState, jax.Array]:
   """One optimisation step on one (globally sharded) batch. Pure: same inputs, same outputs."""
   aug_key, dropout_key = jax.random.split(key)
-  images = augment_lib.augment(aug_key, models.preprocess(batch['image']), hparams['augment'],
-                               aug_config)
-  targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], num_classes),
-                                hparams['label_smoothing'])
+  images, targets = task.inputs(aug_key, batch, hparams, aug_config, num_classes)
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
         rngs={'dropout': dropout_key}, mutable=['batch_stats'])
-    loss = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
-    return loss, updates['batch_stats']
+    return task.loss(logits.astype(jnp.float32), targets, hparams), updates['batch_stats']
 
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   direction, opt_state = state.tx.update(grads, state.opt_state, state.params)
@@ -99,10 +204,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array,
   return state, loss
 
 
-def eval_step(state: TrainState, images: jax.Array) -> jax.Array:
+def eval_step(state: TrainState, images: jax.Array, *, task: Task) -> jax.Array:
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
                           models.preprocess(images), train=False)
-  return jax.nn.softmax(logits.astype(jnp.float32))
+  return task.probabilities(logits.astype(jnp.float32))
 
 
 def enable_compilation_cache(directory: str) -> None:
@@ -113,13 +218,21 @@ def enable_compilation_cache(directory: str) -> None:
 
 
 def _mesh() -> jax.sharding.Mesh:
-  return jax.make_mesh((jax.device_count(),), ('data',))
+  # Auto axes: the compiler propagates the batch sharding through the step, as pmap did;
+  # explicit sharding-in-types would reject the per-example vmaps of the augmentation.
+  return jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 @functools.lru_cache(maxsize=16)
-def compiled_steps(architecture: Genotype, num_classes: int, dtype: str, optimizer: str,
-              momentum: float, aug_config: augment_lib.AugmentConfig) -> Steps:
-  """jit-wrapped steps per architecture; jax caches the executables per input shape."""
+def compiled_steps(architecture: AnyGenotype, num_classes: int, dtype: str, optimizer: str,
+                   momentum: float, aug_config: augment_lib.AugmentConfig,
+                   task: Task | None = None) -> Steps:
+  """jit-wrapped steps per architecture; jax caches the executables per input shape.
+
+  `task` defaults to the architecture kind's task with its default settings.
+  """
+  task = TASKS[type(architecture)]() if task is None else task
   model = models.build(architecture, num_classes, dtype=jnp.dtype(dtype))
   tx = _direction(optimizer, momentum)
   mesh = _mesh()
@@ -131,14 +244,17 @@ def compiled_steps(architecture: Genotype, num_classes: int, dtype: str, optimiz
     return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
                              batch_stats=variables.get('batch_stats', {}))
 
-  step = functools.partial(train_step, aug_config=aug_config, num_classes=num_classes)
+  step = functools.partial(train_step, task=task, aug_config=aug_config,
+                           num_classes=num_classes)
   return Steps(
       model=model,
+      task=task,
+      batch_sharding=batch_sharded,
       init=jax.jit(init, static_argnums=1, out_shardings=replicated),
       train_step=jax.jit(step, in_shardings=(replicated, batch_sharded, replicated, replicated),
                          out_shardings=(replicated, replicated), donate_argnums=0),
-      eval_step=jax.jit(eval_step, in_shardings=(replicated, batch_sharded),
-                        out_shardings=replicated))
+      eval_step=jax.jit(functools.partial(eval_step, task=task),
+                        in_shardings=(replicated, batch_sharded), out_shardings=replicated))
 
 
 def _learning_rates(train_cfg: ml_collections.ConfigDict, peak: float,
@@ -170,17 +286,14 @@ def _batch_size(genes: TrainGenes, num_train: int) -> int:
 
 def evaluate(state: TrainState, steps: Steps, split: datasets.Split,
              batch_size: int) -> dict[str, Any]:
-  """Metrics of the state on a whole split (padding rows are dropped before scoring)."""
+  """The task's metrics of the state on a whole split."""
   batch_size = max(jax.device_count(), batch_size - batch_size % jax.device_count())
-  probs = []
-  for batch in pipeline.eval_batches(split, batch_size):
-    out = np.asarray(steps.eval_step(state, batch['image']))
-    probs.append(out[batch['mask']])
-  probs = np.concatenate(probs)
-  result = metrics_lib.classification_metrics(split.labels, probs)
-  picked = probs[np.arange(len(probs)), split.labels]
-  result['loss'] = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
-  return result
+  probs = [np.asarray(steps.eval_step(
+               state, distributed.global_batch({'image': batch['image']},
+                                               steps.batch_sharding)['image']))
+           for batch in pipeline.eval_batches(split, batch_size)]
+  # Only the last batch is padded, at its end.
+  return steps.task.score(split, np.concatenate(probs)[:len(split)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,12 +304,15 @@ class Trained:
   steps: Steps | None
 
 
-def train_and_evaluate(genotype: Genotype, train: datasets.Split, val: datasets.Split,
+def train_and_evaluate(genotype: AnyGenotype, train: datasets.Split, val: datasets.Split,
                        num_classes: int, epochs: int, seed: int,
                        train_cfg: ml_collections.ConfigDict,
                        aug_config: augment_lib.AugmentConfig,
-                       metric: str = 'accuracy', checkpoint_dir: str | None = None) -> Trained:
+                       metric: str | None = None, checkpoint_dir: str | None = None) -> Trained:
   """Trains `genotype` for `epochs` on `train`, scoring `val` after every epoch.
+
+  A Genotype classifies `num_classes` classes, its fitness metric by default 'accuracy'; a
+  SegGenotype segments splits with masks (num_classes = 2 mask values), by default 'dice'.
 
   Never raises for a bad candidate: exceptions, non-finite losses, out-of-memory and time
   limits become a failed result carrying the error, because failures are data. With a
@@ -273,9 +389,14 @@ def _with_arrays(state: TrainState, arrays: dict[str, Any]) -> TrainState:
 def _fit(genotype, train, val, num_classes, epochs, seed, train_cfg, aug_config, metric,
          history, timing, start, checkpoint_dir):
   """The training loop; raises on failure. Fills `history` and `timing` as it goes."""
+  task = task_for(genotype, train_cfg)
+  metric = metric or task.fitness_metrics[0]  # accuracy, dice
+  if metric not in task.fitness_metrics:
+    raise ValueError(f'{type(task).__name__} has no fitness metric {metric!r}; choose one of '
+                     f'{", ".join(task.fitness_metrics)}')
   architecture = dataclasses.replace(genotype, train=TrainGenes())
   steps = compiled_steps(architecture, num_classes, train_cfg.dtype, train_cfg.optimizer,
-                    float(train_cfg.momentum), aug_config)
+                         float(train_cfg.momentum), aug_config, task)
   genes = genotype.train
   batch_size = _batch_size(genes, len(train.labels))
   steps_per_epoch = len(train.labels) // batch_size
@@ -312,7 +433,7 @@ def _fit(genotype, train, val, num_classes, epochs, seed, train_cfg, aug_config,
           hparams, learning_rates, timing, train_cfg, start)
       scores = evaluate(state, steps, val, train_cfg.eval_batch_size)
       history.append({'epoch': epoch + 1, 'train_loss': train_loss, 'val_loss': scores['loss'],
-                      **{m: scores[m] for m in metrics_lib.FITNESS_METRICS}})
+                      **{m: scores[m] for m in task.history_metrics}})
       logging.info('%s epoch %d: train loss %.4f, val %s %.4f', genotype.hash, epoch + 1,
                    train_loss, metric, scores[metric])
       if not keep_best or progress['best'] is None or scores[metric] > progress['best'][metric]:
@@ -337,22 +458,23 @@ def _fit(genotype, train, val, num_classes, epochs, seed, train_cfg, aug_config,
 def _train_epoch(state, steps, train, batch_size, seed, epoch, first_step, step_key, hparams,
                  learning_rates, timing, train_cfg, start) -> tuple[TrainState, float]:
   """One pass over `train` in the (seed, epoch) order; returns the state and mean loss."""
-  losses = []
+  batch_losses = []
   for i, batch in enumerate(pipeline.train_batches(train, batch_size, seed, epoch)):
     step_start = time.monotonic()
     state, loss = steps.train_step(
-        state, batch, jax.random.fold_in(step_key, first_step + i),
+        state, distributed.global_batch(batch, steps.batch_sharding),
+        jax.random.fold_in(step_key, first_step + i),
         {**hparams, 'learning_rate': jnp.float32(learning_rates[first_step + i])})
-    losses.append(loss)
+    batch_losses.append(loss)
     if not timing['compiled']:
       jax.block_until_ready(loss)
       timing['compile'] += time.monotonic() - step_start
       timing['compiled'] = True
     if (i + 1) % 20 == 0:
-      _check_finite(losses[-1], first_step + i + 1)
+      _check_finite(batch_losses[-1], first_step + i + 1)
     _check_time(train_cfg, start)
-  train_loss = float(np.mean(jax.device_get(losses)))
-  _check_finite(train_loss, first_step + len(losses))
+  train_loss = float(np.mean(jax.device_get(batch_losses)))
+  _check_finite(train_loss, first_step + len(batch_losses))
   return state, train_loss
 
 

@@ -3,6 +3,7 @@ import dataclasses
 import os
 import pathlib
 
+import filelock
 import pytest
 
 from benchmarks import kill_resume
@@ -21,8 +22,16 @@ class SearchRun:
 
 
 @pytest.fixture(scope='session')
-def small_search(tmp_path_factory) -> SearchRun:
-  env = dict(os.environ, MEDNAS_CACHE_DIR=str(tmp_path_factory.mktemp('cache')))
-  workdir = tmp_path_factory.mktemp('small_search') / 'run'
-  kill_resume.run_search(str(workdir), env, SMALL_SEARCH)
-  return SearchRun(workdir, env, SMALL_SEARCH)
+def small_search(tmp_path_factory, worker_id) -> SearchRun:
+  # Under pytest-xdist each worker has its own session: the first to get here runs the
+  # search, the others wait on the lock and reuse it.
+  base = tmp_path_factory.getbasetemp()
+  shared = base if worker_id == 'master' else base.parent
+  run = SearchRun(shared / 'small_search' / 'run',
+                  dict(os.environ, MEDNAS_CACHE_DIR=str(shared / 'small_search_cache')),
+                  SMALL_SEARCH)
+  with filelock.FileLock(str(shared / 'small_search.lock')):
+    if not (run.workdir.parent / 'done').exists():
+      kill_resume.run_search(str(run.workdir), run.env, SMALL_SEARCH)
+      (run.workdir.parent / 'done').touch()
+  return run

@@ -1,9 +1,17 @@
-"""The experiment registry and command-line overrides."""
+"""The experiment registry, every experiment's config, and command-line overrides."""
+import warnings
+
+import nevergrad as ng
 import pytest
 
 import experiments
 from experiments.common import PRESETS
+from models import counting
+from models import zoo
 from nas import errors
+from nas import optimizers
+from nas import seg_metrics
+from nas import space as space_lib
 
 
 def test_registry_lists_every_experiment_at_every_preset():
@@ -39,3 +47,104 @@ def test_bad_overrides_say_what_is_wrong(override, message):
 def test_unknown_experiment_suggests_near_names():
   with pytest.raises(errors.UserError, match='did you mean pso_brain_mri'):
     experiments.get_config('pso_brain_mr', 'smoke')
+
+
+def _space(config) -> space_lib.SearchSpace:
+  """The experiment's space: segmenters for an experiment ranked by a segmentation metric."""
+  if config.search.metric in seg_metrics.SEG_FITNESS_METRICS:
+    return space_lib.SPACES['segmentation'](config.space, config.data.image_size,
+                                            config.data.channels, num_classes=2)
+  return space_lib.SPACES['classification'](config.space, config.data.image_size,
+                                            config.data.channels, num_classes=4)
+
+
+# Every experiment builds at every preset, and its optimizer proposes a network its space
+# decodes: the path a search takes before anything trains.
+@pytest.mark.parametrize('name', experiments.names())
+def test_every_experiment_proposes_a_network_at_every_preset(name):
+  for preset in PRESETS:
+    config = experiments.get_config(name, preset)
+    space = _space(config)
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', ng.errors.InefficientSettingsWarning)
+      optimizer = optimizers.make(config.search.optimizer, space.parametrization(config.seed),
+                                  config.search.budget, config.search.population,
+                                  config.search.options.to_dict(), grid=space.grid())
+      genotype = space.decode(optimizer.ask().value)
+    stages = genotype.encoder if hasattr(genotype, 'encoder') else genotype.stages
+    assert len(stages) == config.space.num_stages, (name, preset)
+    assert config.search.metric in ('accuracy', 'auc', 'dice')
+
+
+@pytest.mark.parametrize('name', experiments.names())
+def test_smoke_presets_are_small(name):
+  c = experiments.get_config(name, 'smoke')
+  assert c.search.budget <= 8
+  assert max(c.search.fidelity.rungs, default=c.train.epochs) <= 4
+  assert c.final.epochs <= 4 and c.final.top_k * c.final.seeds <= 5
+  assert c.data.image_size <= 32
+
+
+def test_registry_skips_shared_modules():
+  assert not [n for n in experiments.names() if n.startswith('_') or n == 'common']
+  assert {'tpevo_brain_mri', 'ga_brain_mri', 'grid_brain_mri', 'psocnn_brain_mri',
+          'random_brain_mri', 'zoo_brain_mri', 'pso_pneumoniamnist', 'random_pneumoniamnist',
+          'pso_breastmnist', 'random_breastmnist'} <= set(experiments.names())
+
+
+@pytest.mark.parametrize('preset', PRESETS)
+def test_baselines_search_what_their_pso_experiment_searches(preset):
+  """Random search (and TPEvo's optimizer) differ from PSO in the optimizer alone."""
+  for pso, other, optimizer in [('pso_brain_mri', 'random_brain_mri', 'random'),
+                                ('pso_brain_mri', 'tpevo_brain_mri', 'de_ga'),
+                                ('pso_pneumoniamnist', 'random_pneumoniamnist', 'random'),
+                                ('pso_breastmnist', 'random_breastmnist', 'random'),
+                                ('pso_kvasir_seg', 'random_kvasir_seg', 'random')]:
+    expected = experiments.get_config(pso, preset)
+    expected.experiment, expected.search.optimizer = other, optimizer
+    assert experiments.get_config(other, preset).to_dict() == expected.to_dict()
+
+
+def test_protocols_fix_what_their_papers_fix():
+  psocnn = experiments.get_config('psocnn_brain_mri', 'full')
+  assert (psocnn.search.population, psocnn.search.budget) == (20, 200)  # 20 particles x 10
+  assert psocnn.train.epochs == 1 and psocnn.search.fidelity.rungs == ()
+  for preset in PRESETS:
+    assert experiments.get_config('psocnn_brain_mri', preset).train.epochs == 1
+    grid = experiments.get_config('grid_brain_mri', preset)
+    size = space_lib.SearchSpace(grid.space, grid.data.image_size, grid.data.channels,
+                                 num_classes=4).grid_size()
+    assert grid.search.budget == size  # every point once
+    ga = experiments.get_config('ga_brain_mri', preset)
+    assert ga.space.cells == ('conv',) and len(ga.space.kernels) > 1
+    assert len(ga.space.num_cells) > 1 and len(ga.space.widths) == 1
+  assert experiments.get_config('grid_brain_mri', 'full').search.budget == 27
+  for task in ('pneumoniamnist', 'breastmnist'):
+    config = experiments.get_config(f'pso_{task}', 'quick')
+    assert config.data.name == f'medmnist/{task}'
+    assert (config.data.image_size, config.data.channels) == (28, 1)
+
+
+def test_zoo_trains_the_reference_networks():
+  """Each candidate of zoo_brain_mri builds the network of models/zoo.py, and all are tested."""
+  config = experiments.get_config('zoo_brain_mri', 'smoke')
+  space = space_lib.SearchSpace(config.space, config.data.image_size, config.data.channels,
+                                num_classes=4)
+  optimizer = optimizers.make('grid', space.parametrization(0), config.search.budget,
+                              config.search.population, config.search.options.to_dict())
+  assert config.search.budget == config.final.top_k == len(zoo.ZOO)
+  for make in zoo.ZOO.values():
+    genotype = space.decode(optimizer.ask().value)
+    assert not space.violation(genotype)
+    ours = counting.count(genotype, config.data.image_size, 1, 4)
+    theirs = counting.count(make(0.125), config.data.image_size, 1, 4)
+    assert (ours.params, ours.flops) == (theirs.params, theirs.flops)
+  with pytest.raises(StopIteration):
+    optimizer.ask()  # five points, no more
+
+
+def test_grid_points_refuse_a_larger_budget():
+  config = experiments.get_config('zoo_brain_mri', 'smoke')
+  space = space_lib.SearchSpace(config.space, 32, 1, num_classes=4)
+  with pytest.raises(errors.UserError, match='more candidates than the 5 points'):
+    optimizers.make('grid', space.parametrization(0), 6, 5, config.search.options.to_dict())

@@ -1,6 +1,7 @@
 """The trainer: it learns, it is data parallel, it turns bad candidates into failed results."""
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -112,8 +113,11 @@ import jax, jax.numpy as jnp, numpy as np, datasets, experiments
 from datasets import augment as augment_lib
 from datasets import pipeline
 from models.genotype import Genotype, TrainGenes
+from nas import distributed
 from nas import train as train_lib
 config = experiments.get_config('pso_synthetic', 'smoke')
+config.distributed.update(json.loads(sys.argv[2]))
+distributed.initialize(config.distributed)
 splits = datasets.load('synthetic', image_size=16, channels=1, seed=0,
                        **config.data.options.to_dict())
 genotype = Genotype.from_json(sys.argv[1])
@@ -124,30 +128,45 @@ state = steps.init(jax.random.key(0, impl='rbg'), (1, 16, 16, 1))
 batch = next(pipeline.train_batches(splits.train, 32, 0, 0))
 hparams = {{k: jnp.float32(v) for k, v in dict(learning_rate=1e-2, weight_decay=1e-4,
                                                label_smoothing=0.0, augment=0.5).items()}}
-state, loss = steps.train_step(state, batch, jax.random.key(0), hparams)
+state, loss = steps.train_step(state, distributed.global_batch(batch, steps.batch_sharding),
+                               jax.random.key(0), hparams)
 first = {{'loss': float(loss), 'params': float(sum(jnp.abs(p).sum()
                                                   for p in jax.tree.leaves(state.params)))}}
 trained = train_lib.train_and_evaluate(
     genotype, splits.train, splits.val, 4, 2, seed=0, train_cfg=config.train,
     aug_config=aug_config)
-print(json.dumps({{'devices': jax.device_count(), 'first_step': first,
+print(json.dumps({{'devices': jax.device_count(), 'processes': jax.process_count(),
+                  'first_step': first,
                   'history': trained.result.history, 'error': trained.result.error}}))
 """
 
 
-def _run_on_devices(genotype, devices):
+def _start_on_devices(genotype, devices: int, distributed: dict) -> subprocess.Popen:
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
              JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', _RUN_ON_DEVICES.format(root=ROOT),
-                        genotype.to_json()], env=env, capture_output=True, text=True,
-                       check=True, cwd=ROOT)
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  return subprocess.Popen([sys.executable, '-c', _RUN_ON_DEVICES.format(root=ROOT),
+                           genotype.to_json(), json.dumps(distributed)], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
 
-def test_one_and_two_devices_train_the_same():
+def _result(process: subprocess.Popen) -> dict:
+  out, err = process.communicate(timeout=600)
+  assert process.returncode == 0, err[-3000:]
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def _run_on_devices(genotype, devices: int) -> dict:
+  return _result(_start_on_devices(genotype, devices, {}))
+
+
+@pytest.fixture(scope='module')
+def two_devices():
+  return _run_on_devices(_genotype(augment=0.5), 2)
+
+
+def test_one_and_two_devices_train_the_same(two_devices):
   genotype = _genotype(augment=0.5)
-  one = _run_on_devices(genotype, 1)
-  two = _run_on_devices(genotype, 2)
+  one, two = _run_on_devices(genotype, 1), two_devices
   assert one['devices'] == 1 and two['devices'] == 2, (one['error'], two['error'])
   # One step: the same arithmetic up to the order of float sums across devices.
   assert one['first_step'] == pytest.approx(two['first_step'], rel=1e-5)
@@ -156,3 +175,21 @@ def test_one_and_two_devices_train_the_same():
     assert a['train_loss'] == pytest.approx(b['train_loss'], rel=1e-2)
     assert a['val_loss'] == pytest.approx(b['val_loss'], rel=2e-2)
     assert abs(a['accuracy'] - b['accuracy']) <= 0.03
+
+
+def test_two_hosts_train_as_two_devices_of_one(two_devices):
+  """jax.distributed: two processes with a CPU device each, one mesh over both (gloo)."""
+  genotype = _genotype(augment=0.5)
+  with socket.socket() as probe:  # a free port for the coordinator
+    probe.bind(('localhost', 0))
+    address = f'localhost:{probe.getsockname()[1]}'
+  hosts = [_start_on_devices(genotype, 1, dict(enabled=True, coordinator_address=address,
+                                               num_processes=2, process_id=i))
+           for i in range(2)]
+  results = [_result(host) for host in hosts]
+  for result in results:
+    assert (result['devices'], result['processes']) == (2, 2), result['error']
+    assert result['first_step'] == pytest.approx(two_devices['first_step'], rel=1e-5)
+    for a, b in zip(result['history'], two_devices['history'], strict=True):
+      assert a['train_loss'] == pytest.approx(b['train_loss'], rel=1e-3)
+      assert a['accuracy'] == pytest.approx(b['accuracy'], abs=0.01)

@@ -1,0 +1,236 @@
+"""Optimizer studies: the study summary on hand-made runs, bad input, and a real small study."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import experiments
+from nas import compare
+from nas import errors
+from nas import records
+from nas import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# Hand-made runs: (ask_index, fidelity, status, accuracy) per trial.
+_TRIALS = {
+    ('random', 0): [(0, 1, 'ok', 0.5), (1, 1, 'ok', 0.7), (2, 1, 'failed', None),
+                    (3, 1, 'ok', 0.6)],
+    ('random', 1): [(0, 1, 'ok', 0.6), (1, 1, 'duplicate', 0.6), (2, 1, 'ok', 0.8),
+                    (3, 1, 'ok', 0.5)],
+    ('pso', 0): [(0, 1, 'ok', 0.4), (1, 1, 'ok', 0.6), (2, 1, 'ok', 0.75), (3, 1, 'ok', 0.8)],
+    # Candidate 1 is promoted to a second rung, where it scores best.
+    ('pso', 1): [(0, 1, 'ok', 0.9), (1, 1, 'ok', 0.3), (1, 2, 'ok', 0.95),
+                 (2, 1, 'rejected', None), (3, 1, 'ok', 0.2)],
+    ('de', 0): [(0, 1, 'ok', 0.1), (1, 1, 'ok', 0.2), (2, 1, 'ok', 0.3), (3, 1, 'ok', 0.4)],
+    ('de', 1): [(0, 1, 'failed', None), (1, 1, 'ok', 0.5), (2, 1, 'ok', 0.6)],
+}
+# Test accuracy of the winner of some runs (its best trial at the highest fidelity).
+_TESTED = {('pso', 0): ('0-3-1', 0.85), ('pso', 1): ('0-1-2', 0.75)}
+
+
+def _run(optimizer: str, seed: int) -> report.Run:
+  trials = []
+  for ask_index, fidelity, status, accuracy in _TRIALS[optimizer, seed]:
+    metrics = {} if accuracy is None else {'accuracy': accuracy}
+    trials.append(records.Trial(
+        ask_index=ask_index, fidelity=fidelity, genotype_hash=f'0-{ask_index}-{fidelity}',
+        genotype='{}', description=f'candidate {ask_index}', status=status,
+        loss=1 - (accuracy or 0), metrics=metrics, seed=seed, train_seconds=2.0))
+  finals = ()
+  if (optimizer, seed) in _TESTED:
+    genotype_hash, accuracy = _TESTED[optimizer, seed]
+    finals = (records.FinalResult(genotype_hash, '{}', 'winner', seed, 5, {},
+                                  {'accuracy': accuracy, 'auc': accuracy + 0.1}),)
+  config = {'seed': seed, 'search': {'optimizer': optimizer, 'metric': 'accuracy', 'budget': 4},
+            'data': {'name': 'synthetic', 'image_size': 8}}
+  return report.Run(f'/study/{optimizer}-seed{seed}', {}, config, (), tuple(trials), finals,
+                    label=f'{optimizer} {seed}')
+
+
+def test_anytime_is_the_best_so_far_per_candidate_asked():
+  np.testing.assert_array_equal(report.anytime(_run('random', 0)), [0.5, 0.7, 0.7, 0.7])
+  np.testing.assert_array_equal(report.anytime(_run('pso', 1)), [0.9, 0.95, 0.95, 0.95])
+  np.testing.assert_array_equal(report.anytime(_run('de', 1)), [np.nan, 0.5, 0.6])
+
+
+@pytest.mark.parametrize('curve, target, expected', [
+    ([0.5, 0.7, 0.7], 0.7, 2),
+    ([0.5, 0.7, 0.7], 0.6, 2),
+    ([0.8, 0.8], 0.7, 1),
+    ([np.nan, 0.5, 0.9], 0.9, 3),
+    ([0.1, 0.2], 0.7, math.nan),
+    ([0.1, 0.2], math.nan, math.nan),
+    ([], 0.5, math.nan),
+])
+def test_evaluations_to_reach(curve, target, expected):
+  result = report.evaluations_to_reach(np.array(curve, dtype=float), target)
+  assert result == expected or (math.isnan(result) and math.isnan(expected))
+
+
+def test_study_summary_on_hand_made_runs():
+  runs = [_run(o, s) for o in ('pso', 'de', 'random') for s in (0, 1)]
+  summary = report.study_summary(runs, [report.leaderboard(r) for r in runs]).set_index(
+      'optimizer')
+  assert list(summary.index) == ['pso', 'de', 'random']
+  # random's best: 0.7 with seed 0, 0.8 with seed 1. pso reaches 0.7 at candidate 3 (seed 0)
+  # and 0.8 at candidate 1 (seed 1); random itself at 2 and 3; de never.
+  assert summary.loc['pso', 'evaluations_to_baseline_mean'] == pytest.approx(2.0)
+  assert summary.loc['pso', 'evaluations_to_baseline_std'] == pytest.approx(math.sqrt(2))
+  assert summary.loc['random', 'evaluations_to_baseline_mean'] == pytest.approx(2.5)
+  assert summary.loc['pso', 'reached_baseline'] == 2
+  assert summary.loc['de', 'reached_baseline'] == 0
+  assert math.isnan(summary.loc['de', 'evaluations_to_baseline_mean'])
+  assert summary.loc['pso', 'best_val_mean'] == pytest.approx((0.8 + 0.95) / 2)
+  assert summary.loc['random', 'best_val_mean'] == pytest.approx(0.75)
+  assert summary.loc['de', 'best_val_mean'] == pytest.approx(0.5)  # (0.4 + 0.6) / 2
+  assert summary.loc['pso', 'test_accuracy_mean'] == pytest.approx(0.8)
+  assert summary.loc['pso', 'test_auc_mean'] == pytest.approx(0.9)
+  assert math.isnan(summary.loc['random', 'test_accuracy_mean'])
+  assert (summary.candidates == 4).all()  # de seed 1 asked 3: the longest run counts
+
+  curves = report.study_curves(runs)
+  de = curves[curves.optimizer == 'de']
+  # de seed 1 stopped after 3 candidates and keeps its best, 0.6, at the 4th.
+  np.testing.assert_allclose(de.best_val_mean, [0.1, 0.35, 0.45, 0.5])
+  assert list(de.runs) == [1, 2, 2, 2]
+
+
+def test_study_without_the_baseline_says_so():
+  runs = [_run('pso', 0), _run('de', 0)]
+  summary = report.study_summary(runs, [report.leaderboard(r) for r in runs])
+  assert summary.reached_baseline.eq(0).all()
+  assert summary.evaluations_to_baseline_mean.isna().all()
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(name='compare_optimizers_brain_mr'), 'did you mean compare_optimizers_brain_mri'),
+    (dict(optimizers=['pso', 'psoo']), "unknown optimizer 'psoo' in --optimizers"),
+    (dict(optimizers=['pso', 'pso']), 'names an optimizer twice'),
+    (dict(seeds=0), 'at least one seed'),
+    (dict(overrides=['seed=3']), 'use --optimizers and --seeds'),
+    (dict(overrides=['search.optimizer=de']), 'use --optimizers and --seeds'),
+    (dict(overrides=['search.budgt=3']), 'did you mean budget'),
+])
+def test_bad_study_input_is_one_clear_error(kwargs, message):
+  kwargs = {'name': 'compare_optimizers_synthetic', 'preset': 'smoke', **kwargs}
+  with pytest.raises(errors.UserError, match=message):
+    compare.make_study(**kwargs)
+
+
+def test_every_study_runs_a_known_experiment_with_the_default_optimizers():
+  for name, experiment in compare.STUDIES.items():
+    study = compare.make_study(name, 'smoke')
+    assert study.experiment == experiment in experiments.names()
+    assert [r.name for r in study.runs()][:3] == ['pso-seed0', 'pso-seed1', 'pso-seed2']
+    assert len(study.runs()) == len(compare.OPTIMIZERS) * compare.SEEDS
+    budgets = {study.config(r).search.budget for r in study.runs()}
+    assert len(budgets) == 1, f'{name}: unequal budgets {budgets}'
+
+
+# A real study, small: 16px images, a space of four networks, four candidates of one epoch.
+_TINY = ('--config.search.budget=4', '--config.search.fidelity.rungs=(1,)',
+         '--config.final.seeds=1', '--config.final.epochs=1', '--config.data.image_size=16',
+         '--config.data.options.num_train=256', '--config.data.options.num_test=64',
+         '--config.space.num_stages=1', '--config.space.num_cells=(0,1)',
+         "--config.space.cells=('conv',)", '--config.space.widths=(4,8)',
+         '--config.space.stem_widths=(4,)', "--config.space.attention=('none',)")
+_STUDY = ('--study=compare_optimizers_synthetic', '--preset=smoke', '--optimizers=pso,random',
+          '--seeds=2', *_TINY)
+
+
+def _launch(*args, env):
+  return subprocess.run([sys.executable, 'launch.py', *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.fixture(scope='module')
+def study(tmp_path_factory):
+  env = dict(os.environ, MEDNAS_CACHE_DIR=str(tmp_path_factory.mktemp('cache')))
+  workdir = tmp_path_factory.mktemp('study') / 'cmp'
+  result = _launch(*_STUDY, f'--workdir={workdir}', env=env)
+  assert result.returncode == 0, result.stderr[-5000:]
+  return workdir, env
+
+
+def _curve(run_dir) -> list[float]:
+  """The best validation accuracy so far per candidate asked, straight from the store."""
+  with sqlite3.connect(run_dir / 'trials.sqlite') as db:
+    rows = db.execute('SELECT ask_index, status, metrics FROM trials').fetchall()
+  best, curve = -1.0, []
+  for ask_index in range(max(r[0] for r in rows) + 1):
+    for index, status, metrics in rows:
+      if index == ask_index and status == 'ok':
+        best = max(best, json.loads(metrics)['accuracy'])
+    curve.append(best)
+  return curve
+
+
+def test_study_merges_its_runs_into_one_leaderboard(study):
+  workdir, _ = study
+  for name in ('leaderboard.md', 'leaderboard.csv', 'anytime.csv', 'anytime.png',
+               'report.html'):
+    assert (workdir / name).exists(), name
+  summary = pd.read_csv(workdir / 'leaderboard.csv').set_index('optimizer')
+  assert list(summary.index) == ['pso', 'random']
+  assert (summary.runs == 2).all() and (summary.candidates == 4).all()
+
+  curves = {(o, s): _curve(workdir / f'{o}-seed{s}') for o in ('pso', 'random') for s in (0, 1)}
+  for optimizer in ('pso', 'random'):
+    needed = []
+    for seed in (0, 1):
+      target = curves['random', seed][-1]
+      reached = [k + 1 for k, v in enumerate(curves[optimizer, seed]) if v >= target]
+      needed += reached[:1]
+    assert summary.loc[optimizer, 'reached_baseline'] == len(needed)
+    if needed:
+      assert summary.loc[optimizer, 'evaluations_to_baseline_mean'] == pytest.approx(
+          np.mean(needed))
+    assert summary.loc[optimizer, 'best_val_mean'] == pytest.approx(
+        np.mean([curves[optimizer, s][-1] for s in (0, 1)]))
+    # Every run's winner was retrained and tested once.
+    assert np.isfinite(summary.loc[optimizer, 'test_accuracy_mean'])
+  assert summary.loc['random', 'reached_baseline'] == 2  # random always reaches its own best
+
+  markdown = (workdir / 'leaderboard.md').read_text()
+  assert "evaluations to random's best" in markdown
+  assert 'pso_synthetic pso seed 1' in markdown  # the per-run table
+  html = (workdir / 'report.html').read_text()
+  assert 'src="data:image/png;base64,' in html and 'pso-seed0/report.html' in html
+  anytime = pd.read_csv(workdir / 'anytime.csv')
+  assert len(anytime) == 2 * 4
+
+
+def test_study_run_again_skips_finished_runs(study):
+  workdir, env = study
+  stores = {p: p.read_bytes() for p in workdir.glob('*/trials.sqlite')}
+  assert len(stores) == 4
+  result = _launch(*_STUDY, f'--workdir={workdir}', env=env)
+  assert result.returncode == 0, result.stderr[-5000:]
+  assert result.stderr.count('finished before; skipped') == 4
+  assert all(p.read_bytes() == data for p, data in stores.items())
+
+
+def test_study_refuses_a_finished_run_of_another_config(study):
+  workdir, env = study
+  result = _launch(*_STUDY, '--config.train.epochs=2', f'--workdir={workdir}', env=env)
+  assert result.returncode == 2
+  errors_seen = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors_seen) == 1 and 'finished with another config' in errors_seen[0]
+
+
+def test_unknown_optimizer_on_the_command_line_is_one_line():
+  result = _launch('--study=compare_optimizers_synthetic', '--optimizers=pso,bogus',
+                   env=dict(os.environ))
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  errors_seen = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors_seen) == 1 and "unknown optimizer 'bogus'" in errors_seen[0]
