@@ -5,6 +5,7 @@ Used by the crash-safety test and by `benchmarks.soak_resume`.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import random
 import sqlite3
@@ -44,6 +45,12 @@ def outcome(workdir: str) -> dict[str, list]:
     }
 
 
+def first_row_seconds(workdir: str, started: float) -> float:
+  """Seconds from `started` (unix time) to the first stored trial: start-up and compiling."""
+  with sqlite3.connect(f'file:{workdir}/trials.sqlite?mode=ro', uri=True) as db:
+    return db.execute('SELECT min(created) FROM trials').fetchone()[0] - started
+
+
 def run_search(workdir: str, env: dict[str, str], args=SEARCH_ARGS) -> None:
   process = _launch(workdir, False, env, args)
   _, stderr = process.communicate()
@@ -52,12 +59,16 @@ def run_search(workdir: str, env: dict[str, str], args=SEARCH_ARGS) -> None:
 
 
 def kill_and_resume(workdir: str, env: dict[str, str], kills: int, seed: int,
-                    rows_per_kill: float, args=SEARCH_ARGS) -> int:
+                    rows_per_kill: float, args=SEARCH_ARGS,
+                    seconds_per_kill: tuple[float, float] | None = None) -> int:
   """Runs the search, SIGKILLs it `kills` times at seeded moments, resumes until it ends.
 
   A kill comes once the store has grown by about `rows_per_kill` rows since the last one,
   plus a random delay of up to a second, so that it lands in training, in the final stage
-  or while writing. Returns how many kills landed before the search ended.
+  or while writing. With `seconds_per_kill=(startup, mean)` it comes at the latest
+  `startup` plus up to 2 x `mean` seconds after the (re)start, so that kills also land
+  between rows: more kills than rows, in compiling and in the middle of training.
+  Returns how many kills landed before the search ended.
   """
   rng = random.Random(seed)
   landed = 0
@@ -66,7 +77,12 @@ def kill_and_resume(workdir: str, env: dict[str, str], kills: int, seed: int,
     process = _launch(workdir, started, env, args)
     if attempt < kills:
       target = count_rows(workdir) + rng.uniform(0.5, 2 * rows_per_kill)
-      while process.poll() is None and count_rows(workdir) < target:
+      deadline = math.inf
+      if seconds_per_kill:
+        startup, mean = seconds_per_kill
+        deadline = time.monotonic() + startup + rng.uniform(0.0, 2 * mean)
+      while (process.poll() is None and count_rows(workdir) < target and
+             time.monotonic() < deadline):
         time.sleep(0.05)
       time.sleep(rng.uniform(0.0, 1.0))
       if process.poll() is None:

@@ -23,17 +23,7 @@ def search_config(experiment: str, task: str, optimizer: str,
   c.space.kernels = (3,)
   c.space.dilations = (1,)
   if preset == 'smoke':
-    c.space.num_stages = 2
-    c.space.num_cells = (0, 1)
-    c.space.cells = ('conv', 'sep', 'residual')
-    c.space.widths = (8, 16)
-    c.space.stem_widths = (8,)
-    c.space.attention = ('none', 'se')
-    c.space.activations = ('relu',)
-    c.search.population = 4
-    c.search.budget = 4
-    c.train.epochs = 1
-    c.final.update(top_k=1, seeds=1, epochs=1)
+    common.smoke_search(c)
   elif preset == 'quick':
     c.space.widths = (16, 32, 64)
     c.space.learning_rates = (3e-3,)

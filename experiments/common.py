@@ -5,6 +5,8 @@ field here is overridable from the command line (`--config.search.budget=20`).
 """
 from __future__ import annotations
 
+from typing import Any, Iterable
+
 import ml_collections
 
 PRESETS = ('smoke', 'quick', 'cpu', 'full')
@@ -135,3 +137,33 @@ def segmentation_config(experiment: str, preset: str) -> ml_collections.ConfigDi
   c.train.bce_weight = 1.0
   c.search.metric = 'dice'
   return c
+
+
+def values(genes: Iterable[Any]) -> tuple[Any, ...]:
+  """The distinct values of a gene, sorted: a space's list that allows exactly these."""
+  return tuple(sorted(set(genes)))
+
+
+def train_fixed_networks(c: ml_collections.ConfigDict, points: list[list[float]]) -> None:
+  """Makes the search train exactly the networks at `points` of its space, then test all.
+
+  The grid optimizer asks the declared points once each, at the last rung's epochs, so the
+  reference networks go through the same trainer, store, final stage and report.
+  """
+  c.search.optimizer = 'grid'
+  c.search.options = ml_collections.ConfigDict(dict(
+      points=tuple(tuple(float(x) for x in point) for point in points)))
+  c.search.budget = c.search.population = len(points)
+  c.train.epochs = max(c.search.fidelity.rungs, default=c.train.epochs)
+  c.search.fidelity.rungs = ()
+  c.final.top_k = len(points)
+
+
+def smoke_search(c: ml_collections.ConfigDict) -> None:
+  """The smoke preset of a classification search: a handful of tiny one-epoch candidates."""
+  c.space.update(num_stages=2, num_cells=(0, 1), cells=('conv', 'sep', 'residual'),
+                 widths=(8, 16), stem_widths=(8,), kernels=(3,), dilations=(1,),
+                 attention=('none', 'se'), activations=('relu',))
+  c.search.update(population=4, budget=4)
+  c.train.epochs = 1
+  c.final.update(top_k=1, seeds=1, epochs=1)

@@ -13,10 +13,11 @@ keep the width, which build nothing, so the leaderboard shows them with trailing
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+from typing import Any
 
 import ml_collections
 
+from experiments import common
 from experiments import pso_brain_mri
 from models import zoo
 from models.genotype import Genotype, Stage
@@ -50,10 +51,6 @@ def _genes(genotype: Genotype) -> dict[str, Any]:
   return genes
 
 
-def _values(values: Iterable[Any]) -> tuple[Any, ...]:
-  return tuple(sorted(set(values)))
-
-
 def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
   c = pso_brain_mri.get_config(preset)
   c.experiment = 'zoo_brain_mri'
@@ -61,28 +58,25 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
   stages = [s for g in nets for s in g.stages]
   c.space.update(
       num_stages=len(stages) // len(nets),
-      num_cells=_values(s.num_cells for s in stages), cells=_values(s.cell for s in stages),
-      kernels=_values(s.kernel for s in stages), widths=_values(s.width for s in stages),
-      dilations=_values(s.dilation for s in stages),
-      attention=_values(s.attention for s in stages),
-      downsample=_values(s.downsample for s in stages),
-      stem_widths=_values(g.stem_width for g in nets),
-      stem_strides=_values(g.stem_stride for g in nets), norms=_values(g.norm for g in nets),
-      activations=_values(g.activation for g in nets),
-      dropouts=_values(g.dropout for g in nets),
-      learning_rates=_values(g.train.learning_rate for g in nets),
-      weight_decays=_values(g.train.weight_decay for g in nets),
-      batch_sizes=_values(g.train.batch_size for g in nets),
-      augments=_values(g.train.augment for g in nets),
-      label_smoothings=_values(g.train.label_smoothing for g in nets),
+      num_cells=common.values(s.num_cells for s in stages),
+      cells=common.values(s.cell for s in stages),
+      kernels=common.values(s.kernel for s in stages),
+      widths=common.values(s.width for s in stages),
+      dilations=common.values(s.dilation for s in stages),
+      attention=common.values(s.attention for s in stages),
+      downsample=common.values(s.downsample for s in stages),
+      stem_widths=common.values(g.stem_width for g in nets),
+      stem_strides=common.values(g.stem_stride for g in nets),
+      norms=common.values(g.norm for g in nets),
+      activations=common.values(g.activation for g in nets),
+      dropouts=common.values(g.dropout for g in nets),
+      learning_rates=common.values(g.train.learning_rate for g in nets),
+      weight_decays=common.values(g.train.weight_decay for g in nets),
+      batch_sizes=common.values(g.train.batch_size for g in nets),
+      augments=common.values(g.train.augment for g in nets),
+      label_smoothings=common.values(g.train.label_smoothing for g in nets),
       max_params=0, max_flops=0)  # the reference networks are trained whatever they cost
   # Encoding does not depend on the number of classes.
   space = space_lib.SearchSpace(c.space, c.data.image_size, c.data.channels, num_classes=4)
-  c.search.optimizer = 'grid'
-  c.search.options = ml_collections.ConfigDict(dict(
-      points=tuple(tuple(float(x) for x in space.encode(_genes(g))) for g in nets)))
-  c.search.budget = c.search.population = len(nets)
-  c.train.epochs = max(c.search.fidelity.rungs, default=c.train.epochs)
-  c.search.fidelity.rungs = ()
-  c.final.top_k = len(nets)
+  common.train_fixed_networks(c, [space.encode(_genes(g)) for g in nets])
   return c

@@ -13,10 +13,11 @@ no pretraining.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+from typing import Any
 
 import ml_collections
 
+from experiments import common
 from experiments import _kvasir_seg
 from models import zoo
 from models.genotype import SegGenotype, TrainGenes
@@ -46,10 +47,6 @@ def _genes(genotype: SegGenotype) -> dict[str, Any]:
   return genes
 
 
-def _values(values: Iterable[Any]) -> tuple[Any, ...]:
-  return tuple(sorted(set(values)))
-
-
 def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
   c = _kvasir_seg.search_config('zoo_kvasir_seg', 'grid', preset)
   train = TrainGenes(**{gene: c.space[field][0] for gene, field in (
@@ -63,22 +60,20 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
   stages = [s for g in nets for s in g.encoder + tuple(d.cells for d in g.decoder)]
   c.space.update(
       num_stages=depths.pop(),
-      num_cells=_values(s.num_cells for s in stages), cells=_values(s.cell for s in stages),
-      kernels=_values(s.kernel for s in stages), widths=_values(s.width for s in stages),
-      dilations=_values(s.dilation for s in stages),
-      attention=_values(s.attention for s in stages),
-      downsample=_values(s.downsample for g in nets for s in g.encoder[1:]),
-      upsamples=_values(d.upsample for g in nets for d in g.decoder),
-      skips=_values(d.skip for g in nets for d in g.decoder),
-      stem_widths=_values(g.stem_width for g in nets), norms=_values(g.norm for g in nets),
-      activations=_values(g.activation for g in nets),
+      num_cells=common.values(s.num_cells for s in stages),
+      cells=common.values(s.cell for s in stages),
+      kernels=common.values(s.kernel for s in stages),
+      widths=common.values(s.width for s in stages),
+      dilations=common.values(s.dilation for s in stages),
+      attention=common.values(s.attention for s in stages),
+      downsample=common.values(s.downsample for g in nets for s in g.encoder[1:]),
+      upsamples=common.values(d.upsample for g in nets for d in g.decoder),
+      skips=common.values(d.skip for g in nets for d in g.decoder),
+      stem_widths=common.values(g.stem_width for g in nets),
+      norms=common.values(g.norm for g in nets),
+      activations=common.values(g.activation for g in nets),
       max_params=0, max_flops=0)  # the reference networks are trained whatever they cost
   # Encoding depends on the genes' allowed values only, not on the data.
   space = space_lib.SegmentationSpace(c.space, c.data.image_size, c.data.channels, num_classes=2)
-  c.search.options = ml_collections.ConfigDict(dict(
-      points=tuple(tuple(float(x) for x in space.encode(_genes(g))) for g in nets)))
-  c.search.budget = c.search.population = len(nets)
-  c.train.epochs = max(c.search.fidelity.rungs, default=c.train.epochs)
-  c.search.fidelity.rungs = ()
-  c.final.top_k = len(nets)
+  common.train_fixed_networks(c, [space.encode(_genes(g)) for g in nets])
   return c
