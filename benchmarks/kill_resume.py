@@ -45,10 +45,10 @@ def outcome(workdir: str) -> dict[str, list]:
     }
 
 
-def first_row_seconds(workdir: str, started: float) -> float:
-  """Seconds from `started` (unix time) to the first stored trial: start-up and compiling."""
+def startup_seconds(workdir: str, started: float) -> float:
+  """Seconds from `started` (unix time) to the store's creation: imports and data loading."""
   with sqlite3.connect(f'file:{workdir}/trials.sqlite?mode=ro', uri=True) as db:
-    return db.execute('SELECT min(created) FROM trials').fetchone()[0] - started
+    return float(db.execute("SELECT value FROM meta WHERE key = 'started'").fetchone()[0]) - started
 
 
 def run_search(workdir: str, env: dict[str, str], args=SEARCH_ARGS) -> None:

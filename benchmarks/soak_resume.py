@@ -4,8 +4,9 @@ r"""Soak test of crash safety: SIGKILL a search at random moments, resume it, co
 
 Runs the `pso_synthetic` smoke search (`--budget` candidates) once uninterrupted (the
 reference), then again while killing it with SIGKILL `--kills` times at seeded random
-moments, each time resuming with `--resume`. Prints and writes (JSON and Markdown) how many reference trials and final
-evaluations were lost, duplicated or changed in the killed-and-resumed search: all must be 0.
+moments, each time resuming with `--resume`. Prints and writes (JSON and Markdown) how many
+reference trials and final evaluations were lost, duplicated or changed in the
+killed-and-resumed search: all must be 0.
 """
 from __future__ import annotations
 
@@ -35,14 +36,15 @@ def main(argv: list[str]) -> None:
     reference_seconds = time.monotonic() - start
     reference = kill_resume.outcome(os.path.join(tmp, 'reference'))
     rows = len(reference['trials']) + len(reference['final'])
-    # Kills paced so that about two thirds of the search's work happens between them: they
-    # all land, spread over the search, and some land between rows.
-    startup = kill_resume.first_row_seconds(os.path.join(tmp, 'reference'), reference_start)
-    work = (reference_seconds - startup) / (1.5 * _KILLS.value)
+    # Kills paced, by rows and by time, so that well under half of the reference's work
+    # (resumed runs compile less: the cache is warm) happens between them: they all land,
+    # spread over the search, many between rows.
+    startup = kill_resume.startup_seconds(os.path.join(tmp, 'reference'), reference_start)
+    work = (reference_seconds - startup) / (2.5 * _KILLS.value)
     start = time.monotonic()
     landed = kill_resume.kill_and_resume(
         os.path.join(tmp, 'killed'), env, _KILLS.value, _SEED.value,
-        rows_per_kill=rows / (_KILLS.value + 1), args=args, seconds_per_kill=(startup, work))
+        rows_per_kill=rows / (2.5 * _KILLS.value), args=args, seconds_per_kill=(startup, work))
     result = {'kills_requested': _KILLS.value, 'kills_landed': landed,
               'reference_trials': len(reference['trials']),
               'reference_finals': len(reference['final']),

@@ -144,6 +144,14 @@ def values(genes: Iterable[Any]) -> tuple[Any, ...]:
   return tuple(sorted(set(genes)))
 
 
+def stage_values(stages: list[Any]) -> dict[str, tuple[Any, ...]]:
+  """The space's per-stage lists that allow exactly the genes of `stages` (models Stages)."""
+  return dict(num_cells=values(s.num_cells for s in stages), cells=values(s.cell for s in stages),
+              kernels=values(s.kernel for s in stages), widths=values(s.width for s in stages),
+              dilations=values(s.dilation for s in stages),
+              attention=values(s.attention for s in stages))
+
+
 def train_fixed_networks(c: ml_collections.ConfigDict, points: list[list[float]]) -> None:
   """Makes the search train exactly the networks at `points` of its space, then test all.
 

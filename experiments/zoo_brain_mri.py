@@ -58,12 +58,7 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
   stages = [s for g in nets for s in g.stages]
   c.space.update(
       num_stages=len(stages) // len(nets),
-      num_cells=common.values(s.num_cells for s in stages),
-      cells=common.values(s.cell for s in stages),
-      kernels=common.values(s.kernel for s in stages),
-      widths=common.values(s.width for s in stages),
-      dilations=common.values(s.dilation for s in stages),
-      attention=common.values(s.attention for s in stages),
+      **common.stage_values(stages),
       downsample=common.values(s.downsample for s in stages),
       stem_widths=common.values(g.stem_width for g in nets),
       stem_strides=common.values(g.stem_stride for g in nets),

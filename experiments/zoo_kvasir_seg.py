@@ -60,12 +60,7 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
   stages = [s for g in nets for s in g.encoder + tuple(d.cells for d in g.decoder)]
   c.space.update(
       num_stages=depths.pop(),
-      num_cells=common.values(s.num_cells for s in stages),
-      cells=common.values(s.cell for s in stages),
-      kernels=common.values(s.kernel for s in stages),
-      widths=common.values(s.width for s in stages),
-      dilations=common.values(s.dilation for s in stages),
-      attention=common.values(s.attention for s in stages),
+      **common.stage_values(stages),
       downsample=common.values(s.downsample for g in nets for s in g.encoder[1:]),
       upsamples=common.values(d.upsample for g in nets for d in g.decoder),
       skips=common.values(d.skip for g in nets for d in g.decoder),

@@ -24,7 +24,8 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, small_search):
   workdir = str(tmp_path / 'run')
   process = subprocess.Popen(
       [sys.executable, 'launch.py', *small_search.args, f'--workdir={workdir}'],
-      cwd=kill_resume.ROOT, env=small_search.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      cwd=kill_resume.ROOT, env=small_search.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True)
   while process.poll() is None and kill_resume.count_rows(workdir) < 2:
     time.sleep(0.05)
   process.send_signal(signal.SIGINT)

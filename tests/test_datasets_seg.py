@@ -1,4 +1,5 @@
-"""Segmentation data: synthetic_seg, mask_folder pairs, kvasir_seg, masks in batches and augmentation."""
+"""Segmentation data: synthetic_seg, mask_folder pairs, kvasir_seg, masks in batches and
+augmentation."""
 import os
 import time
 
