@@ -134,13 +134,10 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
                 overrides=json.dumps(list(overrides)),
                 class_names=json.dumps(list(splits.class_names)), started=str(time.time()))
     host_dir = distributed.host_workdir(workdir)
-    if not distributed.is_main():  # a replay store of its own; process 0 owns the workdir
-      if store:
-        store.close()
-      store = (TrialStore(host_dir) if os.path.exists(os.path.join(host_dir, 'trials.sqlite'))
-               else TrialStore.create(host_dir, **meta))
-    elif store is None:
-      store = TrialStore.create(workdir, **meta)
+    if store and host_dir != workdir:  # process 0 owns the workdir; others replay their own
+      store.close()
+      store = None
+    store = store or TrialStore.open_or_create(host_dir, **meta)
     logging.info('workdir %s; train %d, val %d, test %d images', workdir,
                  len(splits.train.labels), len(splits.val.labels), len(splits.test.labels))
     executor = executors.make(config.executor, host_dir, compilation_cache)

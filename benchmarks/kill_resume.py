@@ -25,9 +25,14 @@ def _launch(workdir: str, resume: bool, env: dict[str, str], args=SEARCH_ARGS):
                           stderr=subprocess.PIPE, text=True)
 
 
+def read_only(workdir: str) -> sqlite3.Connection:
+  """The search's store, opened so that reading it never changes it."""
+  return sqlite3.connect(f'file:{workdir}/trials.sqlite?mode=ro', uri=True)
+
+
 def count_rows(workdir: str) -> int:
   try:
-    with sqlite3.connect(f'file:{workdir}/trials.sqlite?mode=ro', uri=True) as db:
+    with read_only(workdir) as db:
       return sum(db.execute(f'SELECT count(*) FROM {t}').fetchone()[0]
                  for t in ('trials', 'final'))
   except sqlite3.Error:
@@ -36,7 +41,7 @@ def count_rows(workdir: str) -> int:
 
 def outcome(workdir: str) -> dict[str, list]:
   """Every trial and final evaluation of a search, as comparable rows."""
-  with sqlite3.connect(f'file:{workdir}/trials.sqlite?mode=ro', uri=True) as db:
+  with read_only(workdir) as db:
     return {
         'trials': db.execute('SELECT ask_index, fidelity, genotype_hash, status, loss '
                              'FROM trials ORDER BY ask_index, fidelity').fetchall(),
@@ -47,8 +52,9 @@ def outcome(workdir: str) -> dict[str, list]:
 
 def startup_seconds(workdir: str, started: float) -> float:
   """Seconds from `started` (unix time) to the store's creation: imports and data loading."""
-  with sqlite3.connect(f'file:{workdir}/trials.sqlite?mode=ro', uri=True) as db:
-    return float(db.execute("SELECT value FROM meta WHERE key = 'started'").fetchone()[0]) - started
+  with read_only(workdir) as db:
+    started_store = db.execute("SELECT value FROM meta WHERE key = 'started'").fetchone()[0]
+  return float(started_store) - started
 
 
 def run_search(workdir: str, env: dict[str, str], args=SEARCH_ARGS) -> None:

@@ -12,7 +12,6 @@ the final stage does not. Writes search_throughput.json and .md.
 from __future__ import annotations
 
 import os
-import sqlite3
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ _OUT_DIR = flags.DEFINE_string('out_dir', 'benchmarks/out', 'Where results are w
 
 def _trained(workdir: str) -> tuple[int, float, float]:
   """(candidates trained, last trial's unix time, their summed train seconds)."""
-  with sqlite3.connect(f'file:{workdir}/trials.sqlite?mode=ro', uri=True) as db:
+  with kill_resume.read_only(workdir) as db:
     count, last, busy = db.execute(
         "SELECT count(*), max(created), sum(train_seconds + compile_seconds) FROM trials "
         "WHERE status IN ('ok', 'failed')").fetchone()

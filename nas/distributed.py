@@ -13,6 +13,7 @@ coordinator itself; elsewhere `distributed.coordinator_address`, `num_processes`
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import jax
 import ml_collections
@@ -42,16 +43,15 @@ def host_workdir(workdir: str) -> str:
   return os.path.join(workdir, 'hosts', str(jax.process_index()))
 
 
-def global_batch(batch: dict[str, np.ndarray],
-                 sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
-  """One global array per field, over every host's devices, from this process's rows.
+def global_batch(batch: Any, sharding: jax.sharding.Sharding) -> Any:
+  """`batch` (an array or a dict of arrays) as global arrays over every host's devices.
 
   Every process iterates over the same global batches (same seed, same order), so each
   takes the contiguous block of rows that its devices hold.
   """
-  rows = len(next(iter(batch.values())))
-  per_process = rows // jax.process_count()
-  start = jax.process_index() * per_process
-  return {name: jax.make_array_from_process_local_data(
-              sharding, value[start:start + per_process], value.shape)
-          for name, value in batch.items()}
+  def place(value: np.ndarray) -> jax.Array:
+    per_process = len(value) // jax.process_count()
+    start = jax.process_index() * per_process
+    return jax.make_array_from_process_local_data(
+        sharding, value[start:start + per_process], value.shape)
+  return jax.tree.map(place, batch)

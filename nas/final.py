@@ -53,8 +53,8 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
   """Retrains the top `final.top_k` genotypes with `final.seeds` seeds; tests each once.
 
   Every retrained network is saved under `workdir/final/` (by every JAX process together,
-  into process 0's workdir); the winner (the search's best
-  genotype, at its seed with the best validation metric) is copied to `workdir/best/`.
+  into process 0's workdir); the winner (the search's best genotype, at its seed with the
+  best validation metric) is copied to `workdir/best/`.
   With `final.dedup_test`, each is also scored on the test images that have no near
   duplicate in the training split (stored under test_metrics['deduplicated']).
   """

@@ -166,7 +166,7 @@ class Search:
     asked, generation, best = 0, 0, math.inf
     with tqdm.tqdm(total=budget, desc=self.config.experiment, unit='cand') as bar:
       while asked < budget:
-        if cfg.time_budget_s and time.monotonic() - start > cfg.time_budget_s:
+        if self._time_is_up(start):
           logging.info('time budget of %gs reached after %d candidates', cfg.time_budget_s,
                        asked)
           break
@@ -179,10 +179,9 @@ class Search:
         generation += 1
         best = min([best, *(t.loss for t in trials)])
         bar.update(len(candidates))
-        bar.set_postfix(best_val=f'{1 - best:.4f}' if best < cfg.penalty else 'none')
+        self._show_best(bar, best)
 
   def _loop_async(self, optimizer, budget: int) -> None:
-    cfg = self.config.search
     fidelity = self.rungs[-1]
     start = time.monotonic()
     asked, best = 0, math.inf
@@ -196,11 +195,11 @@ class Search:
         optimizer.tell(candidate, self._objectives(trial))
         best = min(best, trial.loss)
         bar.update(1)
-        bar.set_postfix(best_val=f'{1 - best:.4f}' if best < cfg.penalty else 'none')
+        self._show_best(bar, best)
 
       while True:
         while (len(in_flight) < self.executor.slots and asked < budget and
-               not (cfg.time_budget_s and time.monotonic() - start > cfg.time_budget_s)):
+               not self._time_is_up(start)):
           candidate = optimizer.ask()
           genotype = self.space.decode(candidate.value)
           ask_index, generation = asked, asked // self.executor.slots
@@ -239,6 +238,14 @@ class Search:
         for copy_index, copy_candidate, copy in copies:
           tell(copy_candidate, self._stored(copy_index, fidelity, copy) or self._record_duplicate(
               copy_index, copy_index // self.executor.slots, copy, source))
+
+  def _time_is_up(self, start: float) -> bool:
+    budget = self.config.search.time_budget_s
+    return bool(budget) and time.monotonic() - start > budget
+
+  def _show_best(self, bar: tqdm.tqdm, best: float) -> None:
+    """The best validation metric so far on the progress bar; none while all failed."""
+    bar.set_postfix(best_val=f'{1 - best:.4f}' if best < self.config.search.penalty else 'none')
 
   def _next_finished(self, in_flight: dict, futures: dict, fidelity: int) -> str:
     """The hash, among those in flight, whose training finishes next.

@@ -120,6 +120,13 @@ class TrialStore:
                              'choose a --workdir you can write to') from e
     return cls(workdir)
 
+  @classmethod
+  def open_or_create(cls, workdir: str, **meta: str) -> TrialStore:
+    """The store in `workdir`, created holding `meta` if there is none yet."""
+    if os.path.exists(os.path.join(workdir, FILENAME)):
+      return cls(workdir)
+    return cls.create(workdir, **meta)
+
   @contextlib.contextmanager
   def _transaction(self) -> Iterator[None]:
     self._db.execute('BEGIN IMMEDIATE')

@@ -289,8 +289,7 @@ def evaluate(state: TrainState, steps: Steps, split: datasets.Split,
   """The task's metrics of the state on a whole split."""
   batch_size = max(jax.device_count(), batch_size - batch_size % jax.device_count())
   probs = [np.asarray(steps.eval_step(
-               state, distributed.global_batch({'image': batch['image']},
-                                               steps.batch_sharding)['image']))
+               state, distributed.global_batch(batch['image'], steps.batch_sharding)))
            for batch in pipeline.eval_batches(split, batch_size)]
   # Only the last batch is padded, at its end.
   return steps.task.score(split, np.concatenate(probs)[:len(split)])

@@ -69,9 +69,7 @@ def _config(**search):
 
 
 def _run(config, workdir, executor):
-  store = TrialStore(str(workdir)) if (workdir / 'trials.sqlite').exists() else (
-      TrialStore.create(str(workdir)))
-  with store:
+  with TrialStore.open_or_create(str(workdir)) as store:
     return search_lib.Search(config, _UNUSED_DATA, 4, store, executor).run()
 
 
