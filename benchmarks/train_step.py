@@ -23,8 +23,8 @@ from absl import app
 from absl import flags
 
 from benchmarks import results as bench_results
-from models import zoo
-from models.genotype import Genotype, Stage
+from benchmarks.networks import BATCH, CHANNELS, CLASSES, NETWORKS
+from models.genotype import Genotype
 
 _SIZES = flags.DEFINE_list('sizes', ['32', '64', '128'], 'Image sizes in pixels.')
 _NETWORKS = flags.DEFINE_list('networks', None, 'Subset of NETWORKS (default: all).')
@@ -33,30 +33,6 @@ _OUT_DIR = flags.DEFINE_string('out_dir', 'benchmarks/out', 'Where results are w
 _WORKER = flags.DEFINE_string('worker', None, 'Internal: jax or torch, in a child process.')
 _NETWORK = flags.DEFINE_string('network', None, 'Internal: the network of a worker.')
 _SIZE = flags.DEFINE_integer('size', None, 'Internal: the image size of a worker.')
-
-BATCH = 64
-CHANNELS = 3
-CLASSES = 4
-
-
-def _plain(cell: str, dilation: int = 1, attention: str = 'none') -> Genotype:
-  """A 9-convolution CNN (stem, then 4 stages of 2 cells), as in ANCHORS.md's CPU table."""
-  return Genotype((Stage(2, cell, 3, 32, dilation, attention, 'none'),
-                   Stage(2, cell, 3, 64, dilation, attention, 'max'),
-                   Stage(2, cell, 3, 128, dilation, attention, 'max'),
-                   Stage(2, cell, 3, 256, dilation, attention, 'max')), stem_width=32)
-
-
-NETWORKS = {
-    'plain': lambda: _plain('conv'),
-    'sep': lambda: _plain('sep'),
-    'dilated': lambda: _plain('conv', dilation=2),
-    'se': lambda: _plain('conv', attention='se'),
-    'shrinkage': lambda: _plain('shrinkage'),
-    'resnet18': lambda: zoo.resnet18(width_multiplier=0.5),
-    'mobilenetv2': lambda: zoo.mobilenetv2(width_multiplier=0.5),
-}
-
 
 def _peak_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

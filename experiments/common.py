@@ -33,6 +33,9 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
       cells=('conv', 'sep', 'residual', 'mbconv', 'shrinkage', 'esp'),
       kernels=(3, 5),
       widths=(16, 32, 64),
+      # Optional per-stage width lists (one per encoder stage) that override `widths`, as a
+      # U-Net widens where the resolution falls; a decoder stage takes its encoder level's.
+      stage_widths=(),
       dilations=(1, 2),
       attention=('none', 'se', 'cbam'),
       downsample=('max', 'avg', 'conv'),
@@ -148,6 +151,7 @@ def stage_values(stages: list[Any]) -> dict[str, tuple[Any, ...]]:
   """The space's per-stage lists that allow exactly the genes of `stages` (models Stages)."""
   return dict(num_cells=values(s.num_cells for s in stages), cells=values(s.cell for s in stages),
               kernels=values(s.kernel for s in stages), widths=values(s.width for s in stages),
+              stage_widths=(),
               dilations=values(s.dilation for s in stages),
               attention=values(s.attention for s in stages))
 

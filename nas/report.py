@@ -121,7 +121,7 @@ class Run:
     starts = []
     if self.trials:
       first = self.trials[0]
-      starts.append(first.created - first.train_seconds - first.compile_seconds)
+      starts.append(first.created - first.train_seconds)  # train_seconds include compiling
     try:
       starts.append(float(self.meta['started']))
     except (KeyError, ValueError):

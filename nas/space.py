@@ -61,6 +61,17 @@ _DECODER_GENES = {
 }
 
 
+def stage_widths(space: ml_collections.ConfigDict, stage: int) -> Sequence[int]:
+  """The widths encoder stage `stage` may take: its `stage_widths` entry, else `widths`."""
+  per_stage = space.get('stage_widths') or ()
+  if not per_stage:
+    return space.widths
+  if len(per_stage) != space.num_stages:
+    raise ValueError(f'space.stage_widths has {len(per_stage)} entries for {space.num_stages} '
+                     'stages: give one tuple of widths per stage, or () to use space.widths')
+  return per_stage[stage]
+
+
 class SearchSpace:
   """The classifiers an experiment may propose, and the cheap checks that reject bad ones."""
 
@@ -82,6 +93,7 @@ class SearchSpace:
     genes = {gene: space[field] for gene, field in {**_GLOBAL_GENES, **_TRAIN_GENES}.items()}
     for i in range(space.num_stages):
       genes.update({f's{i}.{gene}': space[field] for gene, field in _STAGE_GENES.items()})
+      genes[f's{i}.width'] = stage_widths(space, i)
     return genes
 
   @property
@@ -163,10 +175,13 @@ class SegmentationSpace(SearchSpace):
              for gene, field in {**_SEG_GLOBAL_GENES, **_TRAIN_GENES}.items()}
     for i in range(space.num_stages):
       genes.update({f'e{i}.{gene}': space[field] for gene, field in _STAGE_GENES.items()})
+      genes[f'e{i}.width'] = stage_widths(space, i)
     genes['e0.downsample'] = ('none',)
     for i in range(space.num_stages - 1):
       genes.update({f'd{i}.{gene}': space[field]
                     for gene, field in {**_CELL_GENES, **_DECODER_GENES}.items()})
+      # Decoder stage i works at encoder stage num_stages - 2 - i's resolution.
+      genes[f'd{i}.width'] = stage_widths(space, space.num_stages - 2 - i)
     return genes
 
   def decode(self, vector: np.ndarray) -> SegGenotype:

@@ -217,6 +217,16 @@ def enable_compilation_cache(directory: str) -> None:
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
+def _compiler_options(purpose: str, cpu_optimization_level: int) -> dict[str, Any] | None:
+  # On CPU, LLVM optimisation level 1 compiles a training step 30-40% faster than XLA's
+  # default 2 and runs it as fast, as convolutions and matmuls are library calls (measured by
+  # benchmarks.compile_time); the one-off initialisation needs no optimisation at all.
+  # Accelerators keep their defaults.
+  if jax.default_backend() != 'cpu':
+    return None
+  return {'xla_backend_optimization_level': 0 if purpose == 'init' else cpu_optimization_level}
+
+
 def _mesh() -> jax.sharding.Mesh:
   # Auto axes: the compiler propagates the batch sharding through the step, as pmap did;
   # explicit sharding-in-types would reject the per-example vmaps of the augmentation.
@@ -227,11 +237,13 @@ def _mesh() -> jax.sharding.Mesh:
 @functools.lru_cache(maxsize=16)
 def compiled_steps(architecture: AnyGenotype, num_classes: int, dtype: str, optimizer: str,
                    momentum: float, aug_config: augment_lib.AugmentConfig,
-                   task: Task | None = None) -> Steps:
+                   task: Task | None = None, cpu_optimization_level: int = 1) -> Steps:
   """jit-wrapped steps per architecture; jax caches the executables per input shape.
 
-  `task` defaults to the architecture kind's task with its default settings.
+  `task` defaults to the architecture kind's task with its default settings;
+  `cpu_optimization_level` is XLA's LLVM level for the steps on CPU (XLA's default: 2).
   """
+  step_options = _compiler_options('step', cpu_optimization_level)
   task = TASKS[type(architecture)]() if task is None else task
   model = models.build(architecture, num_classes, dtype=jnp.dtype(dtype))
   tx = _direction(optimizer, momentum)
@@ -250,11 +262,14 @@ def compiled_steps(architecture: AnyGenotype, num_classes: int, dtype: str, opti
       model=model,
       task=task,
       batch_sharding=batch_sharded,
-      init=jax.jit(init, static_argnums=1, out_shardings=replicated),
+      init=jax.jit(init, static_argnums=1, out_shardings=replicated,
+                   compiler_options=_compiler_options('init', cpu_optimization_level)),
       train_step=jax.jit(step, in_shardings=(replicated, batch_sharded, replicated, replicated),
-                         out_shardings=(replicated, replicated), donate_argnums=0),
+                         out_shardings=(replicated, replicated), donate_argnums=0,
+                         compiler_options=step_options),
       eval_step=jax.jit(functools.partial(eval_step, task=task),
-                        in_shardings=(replicated, batch_sharded), out_shardings=replicated))
+                        in_shardings=(replicated, batch_sharded), out_shardings=replicated,
+                        compiler_options=step_options))
 
 
 def _learning_rates(train_cfg: ml_collections.ConfigDict, peak: float,
@@ -458,6 +473,8 @@ def _train_epoch(state, steps, train, batch_size, seed, epoch, first_step, step_
                  learning_rates, timing, train_cfg, start) -> tuple[TrainState, float]:
   """One pass over `train` in the (seed, epoch) order; returns the state and mean loss."""
   batch_losses = []
+  compiling = not timing['compiled']
+  first_step_seconds, rest_start = 0.0, time.monotonic()
   for i, batch in enumerate(pipeline.train_batches(train, batch_size, seed, epoch)):
     step_start = time.monotonic()
     state, loss = steps.train_step(
@@ -467,13 +484,18 @@ def _train_epoch(state, steps, train, batch_size, seed, epoch, first_step, step_
     batch_losses.append(loss)
     if not timing['compiled']:
       jax.block_until_ready(loss)
-      timing['compile'] += time.monotonic() - step_start
+      first_step_seconds = time.monotonic() - step_start
+      rest_start = time.monotonic()
       timing['compiled'] = True
     if (i + 1) % 20 == 0:
       _check_finite(batch_losses[-1], first_step + i + 1)
     _check_time(train_cfg, start)
   train_loss = float(np.mean(jax.device_get(batch_losses)))
   _check_finite(train_loss, first_step + len(batch_losses))
+  if compiling:
+    # The first step compiled and then ran once: count its run at the epoch's mean step.
+    mean_step = (time.monotonic() - rest_start) / max(1, len(batch_losses) - 1)
+    timing['compile'] += max(0.0, first_step_seconds - mean_step)
   return state, train_loss
 
 

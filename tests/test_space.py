@@ -101,6 +101,21 @@ def test_parameter_budget_rejects_large_networks():
   assert 'parameters' in space.violation(large)
 
 
+def test_stage_widths_give_each_level_its_own_widths():
+  space = _space(stage_widths=((16,), (32,), (64, 128), (128,)))
+  assert [space.choices[f's{i}.width'] for i in range(4)] == [(16,), (32,), (64, 128), (128,)]
+  assert 's2.width' in space.searched and 's0.width' not in space.searched
+  with pytest.raises(ValueError, match='2 entries for 4 stages'):
+    _space(stage_widths=((16,), (32,)))
+  config = common.segmentation_config('space_test', 'cpu').space
+  config.update(num_stages=3, stage_widths=((8,), (16, 32), (64,)))
+  seg = space_lib.SegmentationSpace(config, image_size=32, channels=3, num_classes=2)
+  # Decoder stage 0 works at encoder stage 1's resolution, decoder stage 1 at stage 0's.
+  assert seg.choices['d0.width'] == (16, 32) and seg.choices['d1.width'] == (8,)
+  genotype = seg.decode(seg.parametrization(seed=0).sample().value)
+  assert genotype.encoder[0].width == 8 and genotype.encoder[2].width == 64
+
+
 def test_grid_enumerates_every_combination_once():
   space = _space(num_stages=1, num_cells=(0, 1), cells=('conv', 'sep'), kernels=(3,),
                  widths=(8,), dilations=(1,), attention=('none',), downsample=('max',),
