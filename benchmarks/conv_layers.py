@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import results as bench_results
+from models import compiler
 from models import layers
 
 _OUT_DIR = flags.DEFINE_string('out_dir', 'benchmarks/out', 'Where results are written.')
@@ -48,7 +49,8 @@ def _seconds(run) -> float:
 
 
 def _jax_runner(apply, x, kernel):
-  step = jax.jit(jax.grad(lambda x, k: jnp.sum(apply(x, k) ** 2), argnums=(0, 1)))
+  step = jax.jit(jax.grad(lambda x, k: jnp.sum(apply(x, k) ** 2), argnums=(0, 1)),
+                 compiler_options=compiler.compiler_options())
   return lambda: jax.block_until_ready(step(x, kernel))
 
 

@@ -10,7 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.layers import ACTIVATIONS, ConvNormAct, Dtype, NORMS, conv, conv_transpose
+from models.layers import (ACTIVATIONS, ConvNormAct, Dtype, NORMS, conv, conv_transpose,
+                           max_pool_2x2, max_pool_3x3)
 
 
 def soft_threshold(x: jax.Array, tau: jax.Array) -> jax.Array:
@@ -148,7 +149,7 @@ class MaxPoolCell(Cell):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = nn.max_pool(x, (3, 3), strides=(1, 1), padding='SAME')
+    x = max_pool_3x3(x)
     return self.match_channels(x, train)
 
 
@@ -271,7 +272,7 @@ class MaxDownsample(Downsample):
   """2x2 max pooling, stride 2, VALID."""
 
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    return nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
+    return max_pool_2x2(x)
 
 
 class AvgDownsample(Downsample):
@@ -325,7 +326,7 @@ class TransposeUpsample(Upsample):
 
   @nn.compact
   def __call__(self, x: jax.Array, size: tuple[int, int], train: bool) -> jax.Array:
-    x = self.cna(conv_transpose(self.features, 2, strides=2, dtype=self.dtype)(x), train)
+    x = self.cna(conv_transpose(self.features, strides=2, dtype=self.dtype)(x), train)
     pad_h, pad_w = size[0] - x.shape[1], size[1] - x.shape[2]
     return jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode='edge')
 

@@ -7,11 +7,14 @@ Computation runs in `dtype`; parameters are always float32.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from models import cpu_ops
 
 Dtype = Any
 Padding = str | Sequence[tuple[int, int]]
@@ -23,9 +26,9 @@ _CONV_INIT = nn.initializers.he_normal()
 class Conv(nn.Module):
   """A 2D convolution with nn.Conv's parameters, and a fast depthwise path on CPU.
 
-  XLA's CPU backend runs depthwise (grouped) convolutions and their gradients 5-20x slower
-  than the same arithmetic written as k*k shifted slices multiplied and summed, which it
-  fuses into a few loops; accelerators keep `lax.conv_general_dilated`.
+  On CPU, stride-1 depthwise convolutions take models.cpu_ops's shifted-slices formulation,
+  which computes the same function 4-10x faster; everything else, and every convolution on
+  an accelerator, is `lax.conv_general_dilated`.
   """
   features: int
   kernel_size: int
@@ -45,7 +48,7 @@ class Conv(nn.Module):
     depthwise = self.groups == x.shape[-1] == self.features
     if (depthwise and self.strides == 1 and self.padding == 'SAME'
         and jax.default_backend() == 'cpu'):
-      y = depthwise_shifted(x, kernel, self.dilation)
+      y = cpu_ops.depthwise_shifted(x, kernel, self.dilation)
     else:
       y = jax.lax.conv_general_dilated(
           x, kernel, (self.strides, self.strides), self.padding,
@@ -54,28 +57,6 @@ class Conv(nn.Module):
     if self.use_bias:
       y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
     return y.astype(self.dtype)
-
-
-def depthwise_shifted(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:
-  """A stride-1 'SAME' depthwise convolution as a sum of shifted, scaled copies of `x`.
-
-  Args:
-    x: (B, H, W, C).
-    kernel: (k, k, 1, C).
-    dilation: spacing of the kernel taps.
-  """
-  k = kernel.shape[0]
-  total = dilation * (k - 1)
-  low = total // 2
-  padded = jnp.pad(x, ((0, 0), (low, total - low), (low, total - low), (0, 0)))
-  h, w = x.shape[1], x.shape[2]
-  out = None
-  for i in range(k):
-    for j in range(k):
-      tap = padded[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :]
-      term = tap * kernel[i, j, 0]
-      out = term if out is None else out + term
-  return out
 
 
 def conv(features: int,
@@ -92,12 +73,51 @@ def conv(features: int,
               padding=padding, use_bias=use_bias, dtype=dtype)
 
 
-def conv_transpose(features: int, kernel_size: int, *, strides: int,
-                   dtype: Dtype = jnp.float32) -> nn.Module:
-  """A learned upsampling by `strides`; 'VALID' so that k = s gives exactly s * n pixels."""
-  return nn.ConvTranspose(features, (kernel_size, kernel_size), strides=(strides, strides),
-                          padding='VALID', use_bias=False, kernel_init=_CONV_INIT, dtype=dtype,
-                          param_dtype=jnp.float32)
+class ConvTranspose(nn.Module):
+  """A learned upsampling by `strides` with a `strides` x `strides` kernel ('VALID').
+
+  With kernel size equal to the stride each input pixel paints its own block of the output,
+  so the transposed convolution is one matmul and a depth-to-space reshape: exactly
+  nn.ConvTranspose (same parameter name and layout), several times faster to train on CPU.
+  """
+  features: int
+  strides: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    s = self.strides
+    kernel = self.param('kernel', _CONV_INIT, (s, s, x.shape[-1], self.features), jnp.float32)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    # nn.ConvTranspose (lax.conv_transpose without transpose_kernel) flips the kernel.
+    y = jnp.einsum('bhwc,ijcf->bhiwjf', x, jnp.flip(kernel, (0, 1)))
+    b, h, _, w, _, f = y.shape
+    return y.reshape(b, h * s, w * s, f)
+
+
+def conv_transpose(features: int, *, strides: int, dtype: Dtype = jnp.float32) -> nn.Module:
+  """A learned upsampling by `strides`: exactly `strides` * n pixels from n."""
+  return ConvTranspose(features, strides, dtype=dtype)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 max pooling, stride 2, VALID (an odd last row or column is dropped).
+
+  A reshape and a max: its gradient is elementwise and fuses, where XLA's CPU lowering of
+  reduce-window's gradient (iotas and a scatter) made nn.max_pool 6x slower to train.
+  """
+  b, h, w, c = x.shape
+  x = x[:, :h // 2 * 2, :w // 2 * 2]
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def max_pool_3x3(x: jax.Array) -> jax.Array:
+  """3x3 max pooling, stride 1, 'SAME' (padding never wins): the max of 9 shifted copies,
+  for the reason of max_pool_2x2."""
+  h, w = x.shape[1], x.shape[2]
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+  taps = [padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)]
+  return functools.reduce(jnp.maximum, taps)
 
 
 def group_count(channels: int, max_groups: int = 8) -> int:
@@ -105,11 +125,35 @@ def group_count(channels: int, max_groups: int = 8) -> int:
   return max(g for g in range(1, max_groups + 1) if channels % g == 0)
 
 
+class BatchNorm(nn.Module):
+  """nn.BatchNorm (momentum 0.9, fast variance; same parameters and batch_stats), whose
+  training statistics and their gradients are models.cpu_ops.batch_norm_train."""
+  use_running_average: bool
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    channels = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (channels,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (channels,), jnp.float32)
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (channels,), jnp.float32)
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, (channels,), jnp.float32)
+    x = x.astype(self.dtype)
+    if self.use_running_average:
+      inv = jax.lax.rsqrt(ra_var.value + self.epsilon)
+      return ((x - ra_mean.value) * (inv * scale) + bias).astype(self.dtype)
+    y, mean, var = cpu_ops.batch_norm_train(x, scale, bias, self.epsilon)
+    if not self.is_initializing():
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    return y
+
+
 def batch_norm(channels: int, train: bool, dtype: Dtype) -> nn.Module:
   del channels  # BatchNorm infers it.
-  return nn.BatchNorm(
-      use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-      param_dtype=jnp.float32)
+  return BatchNorm(use_running_average=not train, dtype=dtype)
 
 
 def group_norm(channels: int, train: bool, dtype: Dtype) -> nn.Module:

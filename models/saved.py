@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from models import compiler
 from models import genotype as genotype_lib
 from models import network
 from models.genotype import AnyGenotype, Genotype, SegGenotype
@@ -52,7 +53,7 @@ class SavedModel:
 
   def logits(self, images: np.ndarray) -> jax.Array:
     """uint8 images (N, image_size, image_size, channels) -> float32 logits."""
-    return _apply(self.module, self.variables, jnp.asarray(images))
+    return _jitted_apply()(self.module, self.variables, jnp.asarray(images))
 
   def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Probabilities, (N, classes) or (N, H, W, 1), computed `batch_size` images at a time.
@@ -72,9 +73,15 @@ class SavedModel:
     return np.zeros((0,) + shape[1:], np.float32)
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def _apply(module, variables, images):
   return module.apply(variables, network.preprocess(images), train=False)
+
+
+@functools.cache
+def _jitted_apply():
+  # Built on first use: the compiler options depend on the backend, which must not start
+  # at import (jax.distributed.initialize comes first).
+  return jax.jit(_apply, static_argnums=0, compiler_options=compiler.compiler_options())
 
 
 def save(directory: str, genotype: AnyGenotype, variables: Any, class_names: tuple[str, ...],

@@ -36,6 +36,7 @@ import datasets
 from datasets import augment as augment_lib
 from datasets import pipeline
 import models
+from models import compiler
 from models.genotype import AnyGenotype, Genotype, SegGenotype, TrainGenes
 from nas import distributed
 from nas import losses
@@ -217,16 +218,6 @@ def enable_compilation_cache(directory: str) -> None:
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
-def _compiler_options(purpose: str, cpu_optimization_level: int) -> dict[str, Any] | None:
-  # On CPU, LLVM optimisation level 1 compiles a training step 30-40% faster than XLA's
-  # default 2 and runs it as fast, as convolutions and matmuls are library calls (measured by
-  # benchmarks.compile_time); the one-off initialisation needs no optimisation at all.
-  # Accelerators keep their defaults.
-  if jax.default_backend() != 'cpu':
-    return None
-  return {'xla_backend_optimization_level': 0 if purpose == 'init' else cpu_optimization_level}
-
-
 def _mesh() -> jax.sharding.Mesh:
   # Auto axes: the compiler propagates the batch sharding through the step, as pmap did;
   # explicit sharding-in-types would reject the per-example vmaps of the augmentation.
@@ -243,7 +234,7 @@ def compiled_steps(architecture: AnyGenotype, num_classes: int, dtype: str, opti
   `task` defaults to the architecture kind's task with its default settings;
   `cpu_optimization_level` is XLA's LLVM level for the steps on CPU (XLA's default: 2).
   """
-  step_options = _compiler_options('step', cpu_optimization_level)
+  step_options = compiler.compiler_options('step', cpu_optimization_level)
   task = TASKS[type(architecture)]() if task is None else task
   model = models.build(architecture, num_classes, dtype=jnp.dtype(dtype))
   tx = _direction(optimizer, momentum)
@@ -263,7 +254,7 @@ def compiled_steps(architecture: AnyGenotype, num_classes: int, dtype: str, opti
       task=task,
       batch_sharding=batch_sharded,
       init=jax.jit(init, static_argnums=1, out_shardings=replicated,
-                   compiler_options=_compiler_options('init', cpu_optimization_level)),
+                   compiler_options=compiler.compiler_options('init', cpu_optimization_level)),
       train_step=jax.jit(step, in_shardings=(replicated, batch_sharded, replicated, replicated),
                          out_shardings=(replicated, replicated), donate_argnums=0,
                          compiler_options=step_options),
