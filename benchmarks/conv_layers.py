@@ -3,7 +3,8 @@ r"""Single convolution layers, forward + backward: XLA, MedNAS's conv, and PyTor
   python -m benchmarks.conv_layers [--out_dir=benchmarks/out] [--repeats=7]
 
 For each layer (regular and depthwise 3x3 and 5x5, dilated, at batch 64) it times one jitted
-forward and backward pass of `lax.conv_general_dilated`, of `models.layers.conv` (which takes
+forward and backward pass of `lax.conv_general_dilated` compiled with XLA's default options
+and with MedNAS's (`models.compiler`: YNNPACK off), of `models.layers.conv` (which takes
 the shifted-slices path for depthwise convolutions on CPU) and of `torch.nn.Conv2d` in
 channels-last layout, alternating them within one run because this machine is noisy. PyTorch
 is a benchmark-only dependency: `pip install -r benchmarks/requirements.txt`. Writes
@@ -48,9 +49,9 @@ def _seconds(run) -> float:
   return time.perf_counter() - start
 
 
-def _jax_runner(apply, x, kernel):
+def _jax_runner(apply, x, kernel, options):
   step = jax.jit(jax.grad(lambda x, k: jnp.sum(apply(x, k) ** 2), argnums=(0, 1)),
-                 compiler_options=compiler.compiler_options())
+                 compiler_options=options)
   return lambda: jax.block_until_ready(step(x, kernel))
 
 
@@ -76,12 +77,18 @@ def measure(repeats: int) -> list[dict]:
     groups = cin if depthwise else 1
     kernel = jax.random.normal(jax.random.key(1), (k, k, cin // groups, cout)) * 0.1
     module = layers.conv(cout, k, dilation=dilation, groups=groups)
+
+    def xla(x, w):
+      return jax.lax.conv_general_dilated(
+          x, w, (1, 1), 'SAME', rhs_dilation=(dilation, dilation),
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
+
+    options = compiler.compiler_options()
     runners = {
-        'xla_conv': _jax_runner(lambda x, w: jax.lax.conv_general_dilated(
-            x, w, (1, 1), 'SAME', rhs_dilation=(dilation, dilation),
-            dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups), x, kernel),
+        'xla_default': _jax_runner(xla, x, kernel, None),
+        'xla_conv': _jax_runner(xla, x, kernel, options),
         'mednas_conv': _jax_runner(
-            lambda x, w: module.apply({'params': {'kernel': w}}, x), x, kernel),
+            lambda x, w: module.apply({'params': {'kernel': w}}, x), x, kernel, options),
         'torch': _torch_runner(size, cin, cout, k, dilation, depthwise),
     }
     for run in runners.values():
@@ -91,6 +98,7 @@ def measure(repeats: int) -> list[dict]:
       for key, run in runners.items():
         times[key].append(_seconds(run))
     row = {'layer': name, 'size': size, **{k: float(np.median(v)) for k, v in times.items()}}
+    row['xla_default/torch'] = row['xla_default'] / row['torch']
     row['xla/torch'] = row['xla_conv'] / row['torch']
     row['mednas/torch'] = row['mednas_conv'] / row['torch']
     rows.append(row)
@@ -103,10 +111,12 @@ def main(argv: list[str]) -> None:
   rows = measure(_REPEATS.value)
   meta = {'machine': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
           'jax': jax.__version__, 'backend': jax.default_backend(), 'batch': BATCH}
-  lines = ['| layer | px | XLA conv s | MedNAS conv s | PyTorch s | XLA/PyTorch | MedNAS/PyTorch |',
-           '|---|---|---|---|---|---|---|']
-  lines += [f'| {r["layer"]} | {r["size"]} | {r["xla_conv"]:.4f} | {r["mednas_conv"]:.4f} | '
-            f'{r["torch"]:.4f} | {r["xla/torch"]:.2f} | {r["mednas/torch"]:.2f} |' for r in rows]
+  lines = ['| layer | px | XLA default s | XLA, MedNAS options s | MedNAS conv s | PyTorch s | '
+           'XLA default/PyTorch | XLA options/PyTorch | MedNAS/PyTorch |',
+           '|---|---|---|---|---|---|---|---|---|']
+  lines += [f'| {r["layer"]} | {r["size"]} | {r["xla_default"]:.4f} | {r["xla_conv"]:.4f} | '
+            f'{r["mednas_conv"]:.4f} | {r["torch"]:.4f} | {r["xla_default/torch"]:.2f} | '
+            f'{r["xla/torch"]:.2f} | {r["mednas/torch"]:.2f} |' for r in rows]
   bench_results.write(_OUT_DIR.value, 'conv_layers', {'meta': meta, 'rows': rows},
                       '\n'.join(lines))
 

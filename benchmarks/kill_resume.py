@@ -18,10 +18,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEARCH_ARGS = ('--experiment=pso_synthetic', '--preset=smoke')
 
 
-def _launch(workdir: str, resume: bool, env: dict[str, str], args=SEARCH_ARGS):
+def _launch(workdir: str, resume: bool, env: dict[str, str], args=SEARCH_ARGS, root=ROOT):
   command = [sys.executable, 'launch.py', f'--workdir={workdir}']
   command += ['--resume'] if resume else list(args)
-  return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+  return subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
 
 
@@ -57,8 +57,9 @@ def startup_seconds(workdir: str, started: float) -> float:
   return float(started_store) - started
 
 
-def run_search(workdir: str, env: dict[str, str], args=SEARCH_ARGS) -> None:
-  process = _launch(workdir, False, env, args)
+def run_search(workdir: str, env: dict[str, str], args=SEARCH_ARGS, root: str = ROOT) -> None:
+  """Runs a search to its end with the launch.py of the source tree `root`."""
+  process = _launch(workdir, False, env, args, root)
   _, stderr = process.communicate()
   if process.returncode:
     raise RuntimeError(f'search failed: {stderr[-3000:]}')

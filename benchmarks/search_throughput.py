@@ -1,13 +1,17 @@
-r"""Evaluations per hour of a search, run once per executor (or mode) side by side.
+r"""Evaluations per hour of a search, run once per executor (or mode, or source tree) side by side.
 
   python -m benchmarks.search_throughput [--experiment=pso_synthetic --preset=smoke]
       [--executors=local,process,dask] [--modes=sync] [--workers=2] [--config=a.b=v,...]
+      [--trees=/path/to/old/checkout,.] [--nowarm_up]
 
-Runs `launch.py` once for each executor x mode in a fresh workdir, one after the other (the
-runs share one compilation cache, warmed by an untimed first run, so that no run pays for
-compiles another already made). Evaluations per hour = candidates trained / seconds from
-launch to the last stored trial, so start-up and data loading count, as they do for a user;
-the final stage does not. Writes search_throughput.json and .md.
+Runs `launch.py` once for each tree x executor x mode in a fresh workdir, one after the other.
+The runs of a tree share one compilation cache, by default warmed by an untimed first run so
+that no run pays for compiles another already made; `--nowarm_up` counts compiling, as a
+first search does. `--trees` compares source trees, e.g. a `git worktree` of an older commit
+("before") and this one ("after"), each with its own cold cache. Evaluations per hour =
+candidates trained / seconds from launch to the last stored trial, so start-up and data
+loading count, as they do for a user; the final stage does not. Writes
+search_throughput.json and .md.
 """
 from __future__ import annotations
 
@@ -28,6 +32,9 @@ _EXECUTORS = flags.DEFINE_list('executors', ['local', 'process', 'dask'], 'execu
 _MODES = flags.DEFINE_list('modes', ['sync'], 'search.mode values.')
 _WORKERS = flags.DEFINE_integer('workers', 2, 'executor.workers of process and dask.')
 _CONFIG = flags.DEFINE_list('config', [], 'Extra overrides for every run, as field=value.')
+_TREES = flags.DEFINE_list('trees', ['.'], 'Source trees whose launch.py runs the searches.')
+_WARM_UP = flags.DEFINE_boolean('warm_up', True,
+                                'Warm each tree\'s compilation cache with an untimed run.')
 _OUT_DIR = flags.DEFINE_string('out_dir', 'benchmarks/out', 'Where results are written.')
 
 
@@ -40,11 +47,11 @@ def _trained(workdir: str) -> tuple[int, float, float]:
   return count, last, busy
 
 
-def _run(workdir: str, env: dict[str, str], overrides: list[str]) -> dict:
+def _run(workdir: str, env: dict[str, str], overrides: list[str], tree: str) -> dict:
   args = [f'--experiment={_EXPERIMENT.value}', f'--preset={_PRESET.value}']
   args += [f'--config.{o}' for o in _CONFIG.value + overrides]
   start = time.time()
-  kill_resume.run_search(workdir, env, tuple(args))
+  kill_resume.run_search(workdir, env, tuple(args), os.path.abspath(tree))
   trained, last, busy = _trained(workdir)
   seconds = last - start
   return {'trained': trained, 'search_seconds': seconds, 'wall_seconds': time.time() - start,
@@ -55,25 +62,30 @@ def main(argv: list[str]) -> None:
   del argv
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
-    env = dict(os.environ, MEDNAS_CACHE_DIR=os.path.join(tmp, 'cache'))
-    _run(os.path.join(tmp, 'warm-up'), env, [])
-    for mode in _MODES.value:
-      for kind in _EXECUTORS.value:
-        overrides = [f'executor.kind={kind}', f'executor.workers={_WORKERS.value}',
-                     f'search.mode={mode}']
-        row = _run(os.path.join(tmp, f'{kind}-{mode}'), env, overrides)
-        row.update(executor=kind, mode=mode,
-                   workers=1 if kind == 'local' else _WORKERS.value)
-        rows.append(row)
+    for t, tree in enumerate(_TREES.value):
+      env = dict(os.environ, MEDNAS_CACHE_DIR=os.path.join(tmp, f'cache{t}'))
+      if _WARM_UP.value:
+        _run(os.path.join(tmp, f'warm-up{t}'), env, [], tree)
+      for mode in _MODES.value:
+        for kind in _EXECUTORS.value:
+          overrides = [f'executor.kind={kind}', f'executor.workers={_WORKERS.value}',
+                       f'search.mode={mode}']
+          row = _run(os.path.join(tmp, f'{t}-{kind}-{mode}'), env, overrides, tree)
+          row.update(tree=tree, executor=kind, mode=mode,
+                     workers=1 if kind == 'local' else _WORKERS.value)
+          rows.append(row)
+          print(row, flush=True)
   base = rows[0]['evals_per_hour']
   summary = {'experiment': _EXPERIMENT.value, 'preset': _PRESET.value, 'config': _CONFIG.value,
+             'warm_up': _WARM_UP.value,
              'cpus': os.cpu_count(), 'python': sys.version.split()[0], 'rows': rows}
+  cache = 'warm' if _WARM_UP.value else 'cold (compiling counts)'
   lines = [f'`{_EXPERIMENT.value}` at `{_PRESET.value}` {" ".join(_CONFIG.value)} on '
-           f'{os.cpu_count()} CPUs; warm compilation cache.', '',
-           '| executor | mode | workers | trained | search s | evals/hour | vs first |',
-           '|---|---|---|---|---|---|---|']
-  lines += [f'| {r["executor"]} | {r["mode"]} | {r["workers"]} | {r["trained"]} | '
-            f'{r["search_seconds"]:.0f} | {r["evals_per_hour"]:.0f} | '
+           f'{os.cpu_count()} CPUs; {cache} compilation cache.', '',
+           '| tree | executor | mode | workers | trained | search s | evals/hour | vs first |',
+           '|---|---|---|---|---|---|---|---|']
+  lines += [f'| `{r["tree"]}` | {r["executor"]} | {r["mode"]} | {r["workers"]} | '
+            f'{r["trained"]} | {r["search_seconds"]:.0f} | {r["evals_per_hour"]:.0f} | '
             f'{r["evals_per_hour"] / base:.2f}x |' for r in rows]
   bench_results.write(_OUT_DIR.value, 'search_throughput', summary, '\n'.join(lines))
 

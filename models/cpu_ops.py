@@ -62,19 +62,36 @@ def channel_sums(terms: Callable[..., tuple[jax.Array, ...]], *arrays: jax.Array
   return totals
 
 
-def _taps(x: jax.Array, k: int, dilation: int) -> list[jax.Array]:
-  """The k*k shifted copies of `x` under a stride-1 'SAME' kernel's taps, row-major."""
+def pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """A 1x1 convolution as one matmul over the flattened pixels: its kernel gradient is one
+  matmul too, where XLA's convolution gradient transposes both operands first.
+
+  Args:
+    x: (B, H, W, C).
+    kernel: (1, 1, C, F).
+  """
+  return (x.reshape(-1, x.shape[-1]) @ kernel[0, 0]).reshape(*x.shape[:-1], kernel.shape[-1])
+
+
+def _same_pads(k: int, dilation: int) -> tuple[int, int]:
+  """(low, high) padding of a stride-1 'SAME' convolution, as XLA pads."""
   total = dilation * (k - 1)
-  low = total // 2
-  padded = jnp.pad(x, ((0, 0), (low, total - low), (low, total - low), (0, 0)))
+  return total // 2, total - total // 2
+
+
+def _taps(x: jax.Array, k: int, dilation: int, pads: tuple[int, int]) -> list[jax.Array]:
+  """The k*k shifted copies of `x` under a stride-1 kernel's taps, row-major, with `pads`
+  (low, high) on both spatial axes."""
+  padded = jnp.pad(x, ((0, 0), pads, pads, (0, 0)))
   h, w = x.shape[1], x.shape[2]
   return [padded[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :]
           for i in range(k) for j in range(k)]
 
 
-def _depthwise(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:
+def _depthwise(x: jax.Array, kernel: jax.Array, dilation: int,
+               pads: tuple[int, int]) -> jax.Array:
   k = kernel.shape[0]
-  taps = _taps(x, k, dilation)
+  taps = _taps(x, k, dilation, pads)
   return functools.reduce(jnp.add, (t * kernel[i // k, i % k, 0] for i, t in enumerate(taps)))
 
 
@@ -82,28 +99,36 @@ def _depthwise(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:
 def depthwise_shifted(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:
   """A stride-1 'SAME' depthwise convolution as a sum of shifted, scaled copies of `x`.
 
-  Its kernel gradient is one `channel_sums` over all k*k taps instead of k*k passes.
+  Its input gradient is the same sum over the output gradient with the kernel flipped (one
+  fused loop, where differentiating the slices gives k*k pads), and its kernel gradient one
+  `channel_sums` over all k*k taps instead of k*k passes.
 
   Args:
     x: (B, H, W, C).
     kernel: (k, k, 1, C).
     dilation: spacing of the kernel taps.
   """
-  return _depthwise(x, kernel, dilation)
+  return _depthwise(x, kernel, dilation, _same_pads(kernel.shape[0], dilation))
 
 
 def _depthwise_forward(x, kernel, dilation):
-  return _depthwise(x, kernel, dilation), (x, kernel)
+  return _depthwise(x, kernel, dilation, _same_pads(kernel.shape[0], dilation)), (x, kernel)
 
 
 def _depthwise_backward(dilation, residuals, g):
   x, kernel = residuals
   k = kernel.shape[0]
-  _, input_grad = jax.vjp(lambda x: _depthwise(x, kernel, dilation), x)
-  sums = channel_sums(
-      lambda x, g: tuple((t * g).astype(jnp.float32) for t in _taps(x, k, dilation)), x, g)
+  low, high = _same_pads(k, dilation)
+  # The transpose of a correlation padded (low, high) correlates with the flipped kernel,
+  # padded (high, low).
+  input_grad = _depthwise(g, jnp.flip(kernel, (0, 1)), dilation, (high, low))
+
+  def tap_products(x, g):
+    return tuple((t * g).astype(jnp.float32) for t in _taps(x, k, dilation, (low, high)))
+
+  sums = channel_sums(tap_products, x, g)
   kernel_grad = jnp.stack(sums).reshape(kernel.shape).astype(kernel.dtype)
-  return input_grad(g)[0], kernel_grad
+  return input_grad.astype(x.dtype), kernel_grad
 
 
 depthwise_shifted.defvjp(_depthwise_forward, _depthwise_backward)

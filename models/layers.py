@@ -24,11 +24,12 @@ _CONV_INIT = nn.initializers.he_normal()
 
 
 class Conv(nn.Module):
-  """A 2D convolution with nn.Conv's parameters, and a fast depthwise path on CPU.
+  """A 2D convolution with nn.Conv's parameters, and faster formulations on CPU.
 
-  On CPU, stride-1 depthwise convolutions take models.cpu_ops's shifted-slices formulation,
-  which computes the same function 4-10x faster; everything else, and every convolution on
-  an accelerator, is `lax.conv_general_dilated`.
+  On CPU, stride-1 depthwise convolutions take models.cpu_ops's shifted slices (4-10x faster
+  to train than XLA's grouped convolution) and 1x1 convolutions its matmul (no transposed
+  copies in the kernel gradient); everything else, and every convolution on an
+  accelerator, is `lax.conv_general_dilated`.
   """
   features: int
   kernel_size: int
@@ -46,9 +47,11 @@ class Conv(nn.Module):
                         (k, k, x.shape[-1] // self.groups, self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     depthwise = self.groups == x.shape[-1] == self.features
-    if (depthwise and self.strides == 1 and self.padding == 'SAME'
-        and jax.default_backend() == 'cpu'):
+    cpu = jax.default_backend() == 'cpu'
+    if cpu and depthwise and self.strides == 1 and self.padding == 'SAME':
       y = cpu_ops.depthwise_shifted(x, kernel, self.dilation)
+    elif cpu and k == 1 and self.strides == 1 and self.groups == 1:
+      y = cpu_ops.pointwise(x, kernel)
     else:
       y = jax.lax.conv_general_dilated(
           x, kernel, (self.strides, self.strides), self.padding,

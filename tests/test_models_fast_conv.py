@@ -44,8 +44,9 @@ def _inputs(batch, size, channels, kernel_shape):
           jax.random.normal(kk, kernel_shape) * 0.3)
 
 
-@pytest.mark.parametrize('kernel_size, dilation, size', [(3, 1, 9), (5, 1, 8), (3, 2, 8),
-                                                         (5, 2, 7), (7, 3, 12)])
+@pytest.mark.parametrize('kernel_size, dilation, size', [
+    (3, 1, 9), (5, 1, 8), (3, 2, 8), (5, 2, 7), (7, 3, 12),
+    (4, 1, 7), (2, 3, 9)])  # even kernels pad unevenly
 def test_depthwise_shifted_matches_lax_conv(kernel_size, dilation, size):
   x, kernel = _inputs(2, size, 6, (kernel_size, kernel_size, 1, 6))
   _assert_same_function(lambda x, k: cpu_ops.depthwise_shifted(x, k, dilation),
@@ -65,16 +66,23 @@ def test_conv_transpose_is_nn_conv_transpose(strides):
                         x, variables)
 
 
-def test_conv_module_takes_the_depthwise_path_with_nn_conv_parameters():
+def test_pointwise_matches_lax_conv():
+  x, kernel = _inputs(3, 5, 4, (1, 1, 4, 7))
+  _assert_same_function(cpu_ops.pointwise, _reference, x, kernel)
+
+
+@pytest.mark.parametrize('kernel_size, groups', [(1, 1), (3, 4)])
+def test_conv_module_takes_the_cpu_paths_with_nn_conv_parameters(kernel_size, groups):
+  # 1x1 convolutions are matmuls and depthwise ones shifted slices on CPU, forward and back.
   x = jax.random.normal(jax.random.key(1), (2, 8, 8, 4))
-  module = layers.conv(4, 3, groups=4, dilation=2)
+  module = layers.conv(4, kernel_size, groups=groups, dilation=2)
   variables = module.init(jax.random.key(2), x)
-  assert variables['params']['kernel'].shape == (3, 3, 1, 4)
+  assert variables['params']['kernel'].shape == (kernel_size, kernel_size, 4 // groups, 4)
   backward = jax.jit(jax.value_and_grad(lambda v, x: jnp.sum(module.apply(v, x) ** 2),
                                         (0, 1))).lower(variables, x).as_text()
   assert ('convolution' not in backward) == (jax.default_backend() == 'cpu')
   _assert_same_function(lambda x, v: module.apply(v, x),
-                        lambda x, v: _reference(x, v['params']['kernel'], 2, groups=4),
+                        lambda x, v: _reference(x, v['params']['kernel'], 2, groups=groups),
                         x, variables)
 
 
