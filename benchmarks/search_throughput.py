@@ -10,8 +10,9 @@ that no run pays for compiles another already made; `--nowarm_up` counts compili
 first search does. `--trees` compares source trees, e.g. a `git worktree` of an older commit
 ("before") and this one ("after"), each with its own cold cache. Evaluations per hour =
 candidates trained / seconds from launch to the last stored trial, so start-up and data
-loading count, as they do for a user; the final stage does not. Writes
-search_throughput.json and .md.
+loading count, as they do for a user; the final stage does not. Compile share = the trials'
+compile seconds / their train seconds (compiling included). Writes search_throughput.json
+and .md.
 """
 from __future__ import annotations
 
@@ -38,13 +39,13 @@ _WARM_UP = flags.DEFINE_boolean('warm_up', True,
 _OUT_DIR = flags.DEFINE_string('out_dir', 'benchmarks/out', 'Where results are written.')
 
 
-def _trained(workdir: str) -> tuple[int, float, float]:
-  """(candidates trained, last trial's unix time, their summed train seconds)."""
+def _trained(workdir: str) -> tuple[int, float, float, float]:
+  """(candidates trained, last trial's unix time, their summed train seconds, compiling
+  included, and their summed compile seconds)."""
   with kill_resume.read_only(workdir) as db:
-    count, last, busy = db.execute(
-        "SELECT count(*), max(created), sum(train_seconds + compile_seconds) FROM trials "
+    return db.execute(
+        "SELECT count(*), max(created), sum(train_seconds), sum(compile_seconds) FROM trials "
         "WHERE status IN ('ok', 'failed')").fetchone()
-  return count, last, busy
 
 
 def _run(workdir: str, env: dict[str, str], overrides: list[str], tree: str) -> dict:
@@ -52,10 +53,11 @@ def _run(workdir: str, env: dict[str, str], overrides: list[str], tree: str) -> 
   args += [f'--config.{o}' for o in _CONFIG.value + overrides]
   start = time.time()
   kill_resume.run_search(workdir, env, tuple(args), os.path.abspath(tree))
-  trained, last, busy = _trained(workdir)
+  trained, last, busy, compiling = _trained(workdir)
   seconds = last - start
   return {'trained': trained, 'search_seconds': seconds, 'wall_seconds': time.time() - start,
-          'evals_per_hour': 3600 * trained / seconds, 'busy_seconds': busy}
+          'evals_per_hour': 3600 * trained / seconds, 'busy_seconds': busy,
+          'compile_seconds': compiling, 'compile_share': compiling / busy}
 
 
 def main(argv: list[str]) -> None:
@@ -82,11 +84,12 @@ def main(argv: list[str]) -> None:
   cache = 'warm' if _WARM_UP.value else 'cold (compiling counts)'
   lines = [f'`{_EXPERIMENT.value}` at `{_PRESET.value}` {" ".join(_CONFIG.value)} on '
            f'{os.cpu_count()} CPUs; {cache} compilation cache.', '',
-           '| tree | executor | mode | workers | trained | search s | evals/hour | vs first |',
-           '|---|---|---|---|---|---|---|---|']
+           '| tree | executor | mode | workers | trained | search s | evals/hour | vs first '
+           '| compile share |',
+           '|---|---|---|---|---|---|---|---|---|']
   lines += [f'| `{r["tree"]}` | {r["executor"]} | {r["mode"]} | {r["workers"]} | '
             f'{r["trained"]} | {r["search_seconds"]:.0f} | {r["evals_per_hour"]:.0f} | '
-            f'{r["evals_per_hour"] / base:.2f}x |' for r in rows]
+            f'{r["evals_per_hour"] / base:.2f}x | {r["compile_share"]:.1%} |' for r in rows]
   bench_results.write(_OUT_DIR.value, 'search_throughput', summary, '\n'.join(lines))
 
 
