@@ -72,6 +72,7 @@ def _torch_runner(size, cin, cout, k, dilation, depthwise):
 
 def measure(repeats: int) -> list[dict]:
   rows = []
+  options = compiler.compiler_options()
   for name, size, cin, cout, k, dilation, depthwise in LAYERS:
     x = jax.random.normal(jax.random.key(0), (BATCH, size, size, cin))
     groups = cin if depthwise else 1
@@ -83,7 +84,6 @@ def measure(repeats: int) -> list[dict]:
           x, w, (1, 1), 'SAME', rhs_dilation=(dilation, dilation),
           dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
 
-    options = compiler.compiler_options()
     runners = {
         'xla_default': _jax_runner(xla, x, kernel, None),
         'xla_conv': _jax_runner(xla, x, kernel, options),

@@ -112,7 +112,7 @@ def depthwise_shifted(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.Arr
 
 
 def _depthwise_forward(x, kernel, dilation):
-  return _depthwise(x, kernel, dilation, _same_pads(kernel.shape[0], dilation)), (x, kernel)
+  return depthwise_shifted(x, kernel, dilation), (x, kernel)
 
 
 def _depthwise_backward(dilation, residuals, g):

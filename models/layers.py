@@ -50,7 +50,8 @@ class Conv(nn.Module):
     cpu = jax.default_backend() == 'cpu'
     if cpu and depthwise and self.strides == 1 and self.padding == 'SAME':
       y = cpu_ops.depthwise_shifted(x, kernel, self.dilation)
-    elif cpu and k == 1 and self.strides == 1 and self.groups == 1:
+    elif (cpu and k == 1 and self.strides == 1 and self.groups == 1
+          and self.padding in ('SAME', 'VALID')):  # explicit padding would grow the output
       y = cpu_ops.pointwise(x, kernel)
     else:
       y = jax.lax.conv_general_dilated(

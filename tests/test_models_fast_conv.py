@@ -71,6 +71,17 @@ def test_pointwise_matches_lax_conv():
   _assert_same_function(cpu_ops.pointwise, _reference, x, kernel)
 
 
+def test_pointwise_conv_with_explicit_padding_pads():
+  # The matmul path would ignore the padding and return a 5x5 output instead of 6x6.
+  x = jax.random.normal(jax.random.key(1), (2, 5, 5, 3))
+  padding = ((0, 1), (0, 1))
+  module = layers.conv(4, 1, padding=padding)
+  variables = module.init(jax.random.key(2), x)
+  _assert_same_function(
+      lambda x, v: module.apply(v, x),
+      lambda x, v: _reference(x, v['params']['kernel'], padding=padding), x, variables)
+
+
 @pytest.mark.parametrize('kernel_size, groups', [(1, 1), (3, 4)])
 def test_conv_module_takes_the_cpu_paths_with_nn_conv_parameters(kernel_size, groups):
   # 1x1 convolutions are matmuls and depthwise ones shifted slices on CPU, forward and back.
