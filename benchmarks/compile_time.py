@@ -40,6 +40,7 @@ def _worker(network: str, level: int, size: int, steps: int) -> dict:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from datasets import augment  # pylint: disable=g-import-not-at-top
+  from models.genotype import TrainGenes  # pylint: disable=g-import-not-at-top
   from nas import train  # pylint: disable=g-import-not-at-top
   compiled = train.compiled_steps(networks.NETWORKS[network](), networks.CLASSES,
                                   'float32', 'adamw', 0.9, augment.AugmentConfig(),
@@ -48,8 +49,8 @@ def _worker(network: str, level: int, size: int, steps: int) -> dict:
   batch = {'image': rng.integers(0, 256, (networks.BATCH, size, size, networks.CHANNELS),
                                  dtype=np.uint8),
            'label': rng.integers(0, networks.CLASSES, networks.BATCH).astype(np.int32)}
-  hparams = {k: jnp.float32(v) for k, v in dict(
-      learning_rate=1e-3, weight_decay=1e-4, label_smoothing=0.0, augment=0.5).items()}
+  hparams = {**train.step_hparams(TrainGenes(), np.ones(networks.CLASSES)),
+             'learning_rate': jnp.float32(1e-3)}
   start = time.perf_counter()
   state = jax.block_until_ready(
       compiled.init(jax.random.key(0, impl='rbg'), (1, size, size, networks.CHANNELS)))

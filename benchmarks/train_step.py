@@ -24,7 +24,7 @@ from absl import flags
 
 from benchmarks import results as bench_results
 from benchmarks.networks import BATCH, CHANNELS, CLASSES, NETWORKS
-from models.genotype import Genotype
+from models.genotype import Genotype, TrainGenes
 
 _SIZES = flags.DEFINE_list('sizes', ['32', '64', '128'], 'Image sizes in pixels.')
 _NETWORKS = flags.DEFINE_list('networks', None, 'Subset of NETWORKS (default: all).')
@@ -50,8 +50,8 @@ def _jax_worker(genotype: Genotype, size: int, steps: int) -> dict:
   rng = np.random.default_rng(0)
   batch = {'image': rng.integers(0, 256, (BATCH, size, size, CHANNELS), dtype=np.uint8),
            'label': rng.integers(0, CLASSES, BATCH).astype(np.int32)}
-  hparams = {k: jnp.float32(v) for k, v in dict(
-      learning_rate=1e-3, weight_decay=1e-4, label_smoothing=0.0, augment=0.5).items()}
+  hparams = {**train.step_hparams(TrainGenes(), np.ones(CLASSES)),
+             'learning_rate': jnp.float32(1e-3)}
   start = time.perf_counter()
   state = compiled.init(jax.random.key(0, impl='rbg'), (1, size, size, CHANNELS))
   state, loss = compiled.train_step(state, batch, jax.random.key(0), hparams)

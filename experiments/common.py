@@ -69,6 +69,9 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
       epochs=10,                # the fidelity when search.fidelity.rungs is empty
       eval_batch_size=256,
       patience=0,               # early stopping on the validation metric; 0 = off
+      # Classification: weight each image's loss by n / (classes * n_class) of the training
+      # labels, so that every class weighs the same whatever its share of the data.
+      class_balanced=False,
       dtype='float32',          # float32 | bfloat16 (GPU/TPU)
       time_limit_s=0.0,         # per candidate; 0 = none
       checkpoint_every_epochs=0,  # orbax checkpoints of long candidates; 0 = none

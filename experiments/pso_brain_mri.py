@@ -44,7 +44,7 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
     c.search.budget = 20
     c.search.fidelity.rungs = (2, 6)
     c.search.fidelity.eta = 4
-    c.final.update(top_k=1, seeds=3, epochs=12)
+    c.final.update(top_k=1, seeds=3, epochs=30)
   else:  # full: paper scale, for a GPU
     c.space.num_stages = 5
     c.space.num_cells = (0, 1, 2, 3, 4)

@@ -82,7 +82,7 @@ class Task(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Classification:
-  """One label per image: softmax cross-entropy with label smoothing."""
+  """One label per image: softmax cross-entropy with label smoothing and class weights."""
   fitness_metrics: ClassVar[tuple[str, ...]] = metrics_lib.FITNESS_METRICS
   history_metrics: ClassVar[tuple[str, ...]] = metrics_lib.FITNESS_METRICS
 
@@ -94,7 +94,10 @@ class Classification:
     return images, targets
 
   def loss(self, logits, targets, hparams):
-    return optax.softmax_cross_entropy(logits, targets).mean()
+    # Mean weighted by each target's class weight, as torch's CrossEntropyLoss(weight=...);
+    # a smoothed target mixes the weights of the classes it spreads over.
+    weights = targets @ hparams['class_weights']
+    return jnp.sum(optax.softmax_cross_entropy(logits, targets) * weights) / jnp.sum(weights)
 
   def probabilities(self, logits):
     return jax.nn.softmax(logits)
@@ -293,12 +296,38 @@ def _batch_size(genes: TrainGenes, num_train: int) -> int:
 def evaluate(state: TrainState, steps: Steps, split: datasets.Split,
              batch_size: int) -> dict[str, Any]:
   """The task's metrics of the state on a whole split."""
-  batch_size = max(jax.device_count(), batch_size - batch_size % jax.device_count())
+  batch_size = _eval_batch_size(batch_size)
   probs = [np.asarray(steps.eval_step(
                state, distributed.global_batch(batch['image'], steps.batch_sharding)))
            for batch in pipeline.eval_batches(split, batch_size)]
   # Only the last batch is padded, at its end.
   return steps.task.score(split, np.concatenate(probs)[:len(split)])
+
+
+def step_hparams(genes: TrainGenes, weights: np.ndarray) -> dict[str, jax.Array]:
+  """train_step's hyperparameters but the learning rate, which the loop sets every step.
+
+  Traced, not static: genotypes that differ only in these share one compiled step.
+  """
+  return {'weight_decay': jnp.float32(genes.weight_decay),
+          'label_smoothing': jnp.float32(genes.label_smoothing),
+          'augment': jnp.float32(genes.augment),
+          'class_weights': jnp.asarray(weights, jnp.float32)}
+
+
+def class_weights(labels: np.ndarray, num_classes: int, balanced: bool) -> np.ndarray:
+  """Per-class loss weights: n / (classes * n_class) when `balanced` (a class absent from
+  `labels` weighs 0), else ones."""
+  if not balanced:
+    return np.ones(num_classes, np.float32)
+  counts = np.bincount(labels, minlength=num_classes).astype(np.float32)
+  return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0
+                  ).astype(np.float32)
+
+
+def _eval_batch_size(batch_size: int) -> int:
+  """`batch_size` rounded down to a multiple of the device count, at least one per device."""
+  return max(jax.device_count(), batch_size - batch_size % jax.device_count())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,9 +435,8 @@ def _fit(genotype, train, val, num_classes, epochs, seed, train_cfg, aug_config,
   batch_size = _batch_size(genes, len(train.labels))
   steps_per_epoch = len(train.labels) // batch_size
   learning_rates = _learning_rates(train_cfg, genes.learning_rate, steps_per_epoch, epochs)
-  hparams = {k: jnp.float32(v) for k, v in dict(
-      weight_decay=genes.weight_decay, label_smoothing=genes.label_smoothing,
-      augment=genes.augment).items()}
+  hparams = step_hparams(genes, class_weights(train.labels, num_classes,
+                                              train_cfg.get('class_balanced', False)))
   # Threefry initialisation compiles 4x slower on CPU than RBG, and an init is computed
   # whole on every device, so RBG's stream cannot depend on the device count. Steps keep
   # threefry, whose bits are the same however the batch is sharded.
@@ -417,6 +445,10 @@ def _fit(genotype, train, val, num_classes, epochs, seed, train_cfg, aug_config,
 
   compile_start = time.monotonic()
   state = steps.init(init_key, (1,) + train.images.shape[1:])
+  # Ahead of time, so that the compile share counts it; the first evaluate() then reuses it.
+  steps.eval_step.lower(state, jax.ShapeDtypeStruct(
+      (_eval_batch_size(train_cfg.eval_batch_size),) + val.images.shape[1:], val.images.dtype,
+      sharding=steps.batch_sharding)).compile()
   timing['compile'] += time.monotonic() - compile_start
 
   # Early stopping returns the best epoch's state; without it, the last epoch's.

@@ -226,6 +226,7 @@ def test_study_refuses_a_finished_run_of_another_config(study):
   assert result.returncode == 2
   errors_seen = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert len(errors_seen) == 1 and 'finished with another config' in errors_seen[0]
+  assert 'train.epochs: 4 -> 2' in errors_seen[0]
 
 
 def test_unknown_optimizer_on_the_command_line_is_one_line():

@@ -1,10 +1,14 @@
 """The trainer: it learns, it is data parallel, it turns bad candidates into failed results."""
+import dataclasses
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 import datasets
@@ -53,6 +57,41 @@ def test_hyperparameters_do_not_recompile():
   after = train_lib.compiled_steps.cache_info()
   assert trained.result.status == records.OK
   assert after.hits == before.hits + 1 and after.misses == before.misses
+
+
+def test_the_evaluation_step_compiled_ahead_of_time_is_the_one_evaluations_use(caplog):
+  # An architecture no other test trains, so that its steps are compiled here.
+  genotype = dataclasses.replace(_genotype(), stem_width=4)
+  with jax.log_compiles(), caplog.at_level(logging.WARNING):
+    trained = _train(genotype, epochs=2)
+  assert trained.result.status == records.OK
+  # A second compile would mean the ahead-of-time shapes missed: evaluation compiled again,
+  # outside the compile timing.
+  compiles = [r for r in caplog.records
+              if r.getMessage().startswith('Finished XLA compilation of jit(eval_step)')]
+  assert len(compiles) == 1
+  assert 0 < trained.result.compile_seconds < trained.result.train_seconds
+
+
+def test_balanced_class_weights_make_every_class_weigh_the_same():
+  labels = np.array([0, 0, 0, 1, 1, 0, 0, 0])
+  weights = train_lib.class_weights(labels, 3, balanced=True)
+  # 8 / (3 * 6), 8 / (3 * 2); the absent class 2 weighs nothing.
+  np.testing.assert_allclose(weights, [4 / 9, 4 / 3, 0.0], rtol=1e-6)
+  np.testing.assert_array_equal(train_lib.class_weights(labels, 3, balanced=False), 1.0)
+  logits = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+  targets = np.eye(3, dtype=np.float32)[labels]
+  loss = train_lib.Classification().loss(logits, targets, {'class_weights': weights})
+  # The weighted mean is the mean over the classes present of each class's mean loss.
+  per_image = -np.log(np.exp(logits[np.arange(8), labels]) / np.exp(logits).sum(axis=1))
+  per_class = [per_image[labels == c].mean() for c in (0, 1)]
+  assert float(loss) == pytest.approx(np.mean(per_class), rel=1e-5)
+
+
+def test_class_balanced_training_learns():
+  result = _train(_genotype(), epochs=2, class_balanced=True).result
+  assert result.status == records.OK, result.error
+  assert result.metrics['accuracy'] > 0.5  # chance is 0.25
 
 
 def test_diverging_candidate_fails_with_its_reason():
@@ -126,8 +165,8 @@ steps = train_lib.compiled_steps(dataclasses.replace(genotype, train=TrainGenes(
                                  'float32', 'adamw', 0.9, aug_config)
 state = steps.init(jax.random.key(0, impl='rbg'), (1, 16, 16, 1))
 batch = next(pipeline.train_batches(splits.train, 32, 0, 0))
-hparams = {{k: jnp.float32(v) for k, v in dict(learning_rate=1e-2, weight_decay=1e-4,
-                                               label_smoothing=0.0, augment=0.5).items()}}
+hparams = {{**train_lib.step_hparams(TrainGenes(), np.ones(4)),
+            'learning_rate': jnp.float32(1e-2)}}
 state, loss = steps.train_step(state, distributed.global_batch(batch, steps.batch_sharding),
                                jax.random.key(0), hparams)
 first = {{'loss': float(loss), 'params': float(sum(jnp.abs(p).sum()
