@@ -2,17 +2,19 @@ r"""Evaluations per hour of a search, run once per executor (or mode, or source 
 
   python -m benchmarks.search_throughput [--experiment=pso_synthetic --preset=smoke]
       [--executors=local,process,dask] [--modes=sync] [--workers=2] [--config=a.b=v,...]
-      [--trees=/path/to/old/checkout,.] [--nowarm_up]
+      [--trees=/path/to/old/checkout,.] [--variants=executor.compile_ahead=0,...] [--nowarm_up]
 
-Runs `launch.py` once for each tree x executor x mode in a fresh workdir, one after the other.
+Runs `launch.py` once for each tree x executor x mode x variant (one extra override each,
+e.g. `executor.compile_ahead=0`) in a fresh workdir, one after the other.
 The runs of a tree share one compilation cache, by default warmed by an untimed first run so
-that no run pays for compiles another already made; `--nowarm_up` counts compiling, as a
-first search does. `--trees` compares source trees, e.g. a `git worktree` of an older commit
+that no run pays for compiles another already made; `--nowarm_up` gives every run a cold
+cache of its own, so that it counts compiling, as a first search does. `--trees` compares source trees, e.g. a `git worktree` of an older commit
 ("before") and this one ("after"), each with its own cold cache. Evaluations per hour =
 candidates trained / seconds from launch to the last stored trial, so start-up and data
 loading count, as they do for a user; the final stage does not. Compile share = the trials'
-compile seconds / their train seconds (compiling included). Writes search_throughput.json
-and .md.
+compile seconds / their train seconds (compiling included); what the local executor compiled
+ahead in the background (`executor.compile_ahead`) is not in it, so compare such runs by
+evaluations per hour. Writes search_throughput.json and .md.
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ _MODES = flags.DEFINE_list('modes', ['sync'], 'search.mode values.')
 _WORKERS = flags.DEFINE_integer('workers', 2, 'executor.workers of process and dask.')
 _CONFIG = flags.DEFINE_list('config', [], 'Extra overrides for every run, as field=value.')
 _TREES = flags.DEFINE_list('trees', ['.'], 'Source trees whose launch.py runs the searches.')
+_VARIANTS = flags.DEFINE_list('variants', [''], 'One extra field=value override per variant; '
+                              'empty: none.')
 _WARM_UP = flags.DEFINE_boolean('warm_up', True,
                                 'Warm each tree\'s compilation cache with an untimed run.')
 _OUT_DIR = flags.DEFINE_string('out_dir', 'benchmarks/out', 'Where results are written.')
@@ -70,13 +74,17 @@ def main(argv: list[str]) -> None:
         _run(os.path.join(tmp, f'warm-up{t}'), env, [], tree)
       for mode in _MODES.value:
         for kind in _EXECUTORS.value:
-          overrides = [f'executor.kind={kind}', f'executor.workers={_WORKERS.value}',
-                       f'search.mode={mode}']
-          row = _run(os.path.join(tmp, f'{t}-{kind}-{mode}'), env, overrides, tree)
-          row.update(tree=tree, executor=kind, mode=mode,
-                     workers=1 if kind == 'local' else _WORKERS.value)
-          rows.append(row)
-          print(row, flush=True)
+          for v, variant in enumerate(_VARIANTS.value):
+            overrides = [f'executor.kind={kind}', f'executor.workers={_WORKERS.value}',
+                         f'search.mode={mode}'] + ([variant] if variant else [])
+            name = f'{t}-{kind}-{mode}-{v}'
+            if not _WARM_UP.value:
+              env = dict(env, MEDNAS_CACHE_DIR=os.path.join(tmp, f'cache-{name}'))
+            row = _run(os.path.join(tmp, name), env, overrides, tree)
+            row.update(tree=tree, executor=kind, mode=mode, variant=variant,
+                       workers=1 if kind == 'local' else _WORKERS.value)
+            rows.append(row)
+            print(row, flush=True)
   base = rows[0]['evals_per_hour']
   summary = {'experiment': _EXPERIMENT.value, 'preset': _PRESET.value, 'config': _CONFIG.value,
              'warm_up': _WARM_UP.value,
@@ -84,11 +92,11 @@ def main(argv: list[str]) -> None:
   cache = 'warm' if _WARM_UP.value else 'cold (compiling counts)'
   lines = [f'`{_EXPERIMENT.value}` at `{_PRESET.value}` {" ".join(_CONFIG.value)} on '
            f'{os.cpu_count()} CPUs; {cache} compilation cache.', '',
-           '| tree | executor | mode | workers | trained | search s | evals/hour | vs first '
-           '| compile share |',
-           '|---|---|---|---|---|---|---|---|---|']
-  lines += [f'| `{r["tree"]}` | {r["executor"]} | {r["mode"]} | {r["workers"]} | '
-            f'{r["trained"]} | {r["search_seconds"]:.0f} | {r["evals_per_hour"]:.0f} | '
+           '| tree | executor | mode | variant | workers | trained | search s | evals/hour '
+           '| vs first | compile share |',
+           '|---|---|---|---|---|---|---|---|---|---|']
+  lines += [f'| `{r["tree"]}` | {r["executor"]} | {r["mode"]} | {r["variant"] or "-"} | '
+            f'{r["workers"]} | {r["trained"]} | {r["search_seconds"]:.0f} | {r["evals_per_hour"]:.0f} | '
             f'{r["evals_per_hour"] / base:.2f}x | {r["compile_share"]:.1%} |' for r in rows]
   bench_results.write(_OUT_DIR.value, 'search_throughput', summary, '\n'.join(lines))
 

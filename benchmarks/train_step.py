@@ -54,13 +54,13 @@ def _jax_worker(genotype: Genotype, size: int, steps: int) -> dict:
              'learning_rate': jnp.float32(1e-3)}
   start = time.perf_counter()
   state = compiled.init(jax.random.key(0, impl='rbg'), (1, size, size, CHANNELS))
-  state, loss = compiled.train_step(state, batch, jax.random.key(0), hparams)
+  state, loss = compiled.train(state, batch, jax.random.key(0), hparams)
   jax.block_until_ready(loss)
   compile_seconds = time.perf_counter() - start
   times = []
   for i in range(steps):
     start = time.perf_counter()
-    state, loss = compiled.train_step(state, batch, jax.random.key(i + 1), hparams)
+    state, loss = compiled.train(state, batch, jax.random.key(i + 1), hparams)
     jax.block_until_ready(loss)
     times.append(time.perf_counter() - start)
   return {'compile_s': compile_seconds, 'step_s': float(np.median(times)),

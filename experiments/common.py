@@ -100,6 +100,7 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
   # Where candidates train: local | process | dask | slurm (see nas/executors.py).
   c.executor = ml_collections.ConfigDict(dict(
       kind='local',
+      compile_ahead=1,          # local: threads compiling the next candidates while one trains
       workers=2,                # process and dask: worker processes (one per accelerator)
       accelerator='cpu',        # process: cpu | gpu | tpu, to pin each worker to a device
       address='',               # dask: scheduler address; empty = a LocalCluster

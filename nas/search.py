@@ -68,6 +68,18 @@ def evaluate_candidate(genotype: AnyGenotype, fidelity: int,
       ctx.aug_config, ctx.metric, checkpoint_dir=ctx.checkpoint_dir(genotype, fidelity)).result
 
 
+def compile_candidate(genotype: AnyGenotype, fidelity: int, ctx: EvalContext) -> None:
+  """Compiles what evaluate_candidate will run, training nothing."""
+  del fidelity  # epochs change no shape
+  train, val = ctx.data.train_val()
+  train_lib.compile_steps(genotype, train, val, ctx.num_classes, ctx.train_config,
+                          ctx.aug_config)
+
+
+# The local executor runs it in the background ahead of the candidate's training.
+evaluate_candidate.ahead = compile_candidate
+
+
 class TooManyFailures(errors.UserError):
   """Candidates keep failing: most likely the configuration, not the candidates."""
 

@@ -10,7 +10,8 @@ along the `data` axis of a mesh and the state is replicated, so one device is pl
 many devices, of one host or of several (`nas.distributed`), are data parallel with the
 same code. Learning rate, weight decay, label
 smoothing and augmentation strength enter the step as traced scalars: genotypes that differ
-only in training hyperparameters share one compiled step.
+only in training hyperparameters share one compiled step. The augmentation is jitted apart
+from the step, so it compiles once per image shape rather than once per architecture.
 """
 from __future__ import annotations
 
@@ -161,13 +162,23 @@ def task_for(genotype: AnyGenotype, train_cfg: ml_collections.ConfigDict) -> Tas
 
 @dataclasses.dataclass(frozen=True)
 class Steps:
-  """The compiled functions of one architecture; shared by genotypes that differ in TrainGenes."""
+  """The compiled functions of one architecture; shared by genotypes that differ in TrainGenes.
+
+  `step_inputs` is shared by every architecture of the same task and augmentation.
+  """
   model: Any
   task: Task
   batch_sharding: jax.sharding.Sharding
   init: Callable
+  step_inputs: Callable
   train_step: Callable
   eval_step: Callable
+
+  def train(self, state: TrainState, batch: dict[str, jax.Array], key: jax.Array,
+            hparams: dict[str, jax.Array]) -> tuple[TrainState, jax.Array]:
+    """One optimisation step on a (globally sharded) batch of stored images and labels."""
+    images, targets = self.step_inputs(batch, key, hparams)
+    return self.train_step(state, images, targets, key, hparams)
 
 
 def _decay_mask(params):
@@ -184,13 +195,18 @@ def _direction(optimizer: str, momentum: float) -> optax.GradientTransformation:
   raise ValueError(f'unknown train.optimizer {optimizer!r}; choose adamw or sgd')
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array,
-               hparams: dict[str, jax.Array], *, task: Task,
-               aug_config: augment_lib.AugmentConfig,
-               num_classes: int) -> tuple[TrainState, jax.Array]:
-  """One optimisation step on one (globally sharded) batch. Pure: same inputs, same outputs."""
-  aug_key, dropout_key = jax.random.split(key)
-  images, targets = task.inputs(aug_key, batch, hparams, aug_config, num_classes)
+def step_inputs(batch: dict[str, jax.Array], key: jax.Array, hparams: dict[str, jax.Array],
+                *, task: Task, aug_config: augment_lib.AugmentConfig,
+                num_classes: int) -> tuple[jax.Array, jax.Array]:
+  """The augmented images and the targets that train_step with the same `key` trains on."""
+  return task.inputs(jax.random.split(key)[0], batch, hparams, aug_config, num_classes)
+
+
+def train_step(state: TrainState, images: jax.Array, targets: jax.Array, key: jax.Array,
+               hparams: dict[str, jax.Array], *, task: Task) -> tuple[TrainState, jax.Array]:
+  """One optimisation step on one (globally sharded) batch of step_inputs. Pure: same inputs,
+  same outputs."""
+  dropout_key = jax.random.split(key)[1]
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
@@ -229,6 +245,21 @@ def _mesh() -> jax.sharding.Mesh:
 
 
 @functools.lru_cache(maxsize=16)
+def _jitted_step_inputs(task: Task, aug_config: augment_lib.AugmentConfig, num_classes: int,
+                        cpu_optimization_level: int) -> Callable:
+  mesh = _mesh()
+  replicated = NamedSharding(mesh, PartitionSpec())
+  batch_sharded = NamedSharding(mesh, PartitionSpec('data'))
+  return jax.jit(
+      functools.partial(step_inputs, task=task, aug_config=aug_config, num_classes=num_classes),
+      in_shardings=(batch_sharded, replicated, replicated),
+      out_shardings=(batch_sharded, batch_sharded),
+      compiler_options=compiler.compiler_options('step', cpu_optimization_level))
+
+
+# Large enough that the candidates compiled ahead (nas.executors) are still cached when
+# their turn to train comes.
+@functools.lru_cache(maxsize=64)
 def compiled_steps(architecture: AnyGenotype, num_classes: int, dtype: str, optimizer: str,
                    momentum: float, aug_config: augment_lib.AugmentConfig,
                    task: Task | None = None, cpu_optimization_level: int = 1) -> Steps:
@@ -250,15 +281,16 @@ def compiled_steps(architecture: AnyGenotype, num_classes: int, dtype: str, opti
     return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
                              batch_stats=variables.get('batch_stats', {}))
 
-  step = functools.partial(train_step, task=task, aug_config=aug_config,
-                           num_classes=num_classes)
   return Steps(
       model=model,
       task=task,
       batch_sharding=batch_sharded,
       init=jax.jit(init, static_argnums=1, out_shardings=replicated,
                    compiler_options=compiler.compiler_options('init', cpu_optimization_level)),
-      train_step=jax.jit(step, in_shardings=(replicated, batch_sharded, replicated, replicated),
+      step_inputs=_jitted_step_inputs(task, aug_config, num_classes, cpu_optimization_level),
+      train_step=jax.jit(functools.partial(train_step, task=task),
+                         in_shardings=(replicated, batch_sharded, batch_sharded, replicated,
+                                       replicated),
                          out_shardings=(replicated, replicated), donate_argnums=0,
                          compiler_options=step_options),
       eval_step=jax.jit(functools.partial(eval_step, task=task),
@@ -420,35 +452,76 @@ def _with_arrays(state: TrainState, arrays: dict[str, Any]) -> TrainState:
   return jax.device_put(state, NamedSharding(_mesh(), PartitionSpec()))
 
 
+def _steps_for(genotype: AnyGenotype, num_classes: int, train_cfg: ml_collections.ConfigDict,
+               aug_config: augment_lib.AugmentConfig) -> Steps:
+  architecture = dataclasses.replace(genotype, train=TrainGenes())
+  return compiled_steps(architecture, num_classes, train_cfg.dtype, train_cfg.optimizer,
+                        float(train_cfg.momentum), aug_config, task_for(genotype, train_cfg))
+
+
+def _init_key(seed: int) -> jax.Array:
+  # Threefry initialisation compiles 4x slower on CPU than RBG, and an init is computed
+  # whole on every device, so RBG's stream cannot depend on the device count. Steps keep
+  # threefry, whose bits are the same however the batch is sharded.
+  return jax.random.key(seed, impl='rbg')
+
+
+def _init_shape(train: datasets.Split) -> tuple[int, ...]:
+  return (1,) + train.images.shape[1:]
+
+
+def _eval_images(val: datasets.Split, train_cfg: ml_collections.ConfigDict,
+                 steps: Steps) -> jax.ShapeDtypeStruct:
+  """The shape of the images of every evaluation batch (the last one is padded)."""
+  return jax.ShapeDtypeStruct(
+      (_eval_batch_size(train_cfg.eval_batch_size),) + val.images.shape[1:], val.images.dtype,
+      sharding=steps.batch_sharding)
+
+
+def compile_steps(genotype: AnyGenotype, train: datasets.Split, val: datasets.Split,
+                  num_classes: int, train_cfg: ml_collections.ConfigDict,
+                  aug_config: augment_lib.AugmentConfig) -> None:
+  """Compiles every step that train_and_evaluate would run for `genotype`, running none.
+
+  jit's caches keep them, so its training then starts at once. Safe in a thread while
+  another candidate trains, which is how the local executor hides compile time.
+  """
+  steps = _steps_for(genotype, num_classes, train_cfg, aug_config)
+  state = jax.eval_shape(steps.init, _init_key(0), _init_shape(train))
+  steps.init.lower(_init_key(0), _init_shape(train)).compile()
+  steps.eval_step.lower(state, _eval_images(val, train_cfg, steps)).compile()
+  batch = jax.tree.map(
+      lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=steps.batch_sharding),
+      next(pipeline.train_batches(train, _batch_size(genotype.train, len(train.labels)), 0, 0)))
+  hparams = {**step_hparams(genotype.train, np.ones(num_classes)),
+             'learning_rate': jnp.float32(0.0)}
+  key = jax.random.key(0)
+  images, targets = jax.eval_shape(steps.step_inputs, batch, key, hparams)
+  steps.step_inputs.lower(batch, key, hparams).compile()
+  steps.train_step.lower(state, images, targets, key, hparams).compile()
+
+
 def _fit(genotype, train, val, num_classes, epochs, seed, train_cfg, aug_config, metric,
          history, timing, start, checkpoint_dir):
   """The training loop; raises on failure. Fills `history` and `timing` as it goes."""
-  task = task_for(genotype, train_cfg)
-  metric = metric or task.fitness_metrics[0]  # accuracy, dice
-  if metric not in task.fitness_metrics:
-    raise ValueError(f'{type(task).__name__} has no fitness metric {metric!r}; choose one of '
-                     f'{", ".join(task.fitness_metrics)}')
-  architecture = dataclasses.replace(genotype, train=TrainGenes())
-  steps = compiled_steps(architecture, num_classes, train_cfg.dtype, train_cfg.optimizer,
-                         float(train_cfg.momentum), aug_config, task)
+  steps = _steps_for(genotype, num_classes, train_cfg, aug_config)
+  metric = metric or steps.task.fitness_metrics[0]  # accuracy, dice
+  if metric not in steps.task.fitness_metrics:
+    raise ValueError(f'{type(steps.task).__name__} has no fitness metric {metric!r}; choose '
+                     f'one of {", ".join(steps.task.fitness_metrics)}')
   genes = genotype.train
   batch_size = _batch_size(genes, len(train.labels))
   steps_per_epoch = len(train.labels) // batch_size
   learning_rates = _learning_rates(train_cfg, genes.learning_rate, steps_per_epoch, epochs)
   hparams = step_hparams(genes, class_weights(train.labels, num_classes,
                                               train_cfg.get('class_balanced', False)))
-  # Threefry initialisation compiles 4x slower on CPU than RBG, and an init is computed
-  # whole on every device, so RBG's stream cannot depend on the device count. Steps keep
-  # threefry, whose bits are the same however the batch is sharded.
-  init_key = jax.random.key(seed, impl='rbg')
+  init_key = _init_key(seed)
   step_key = jax.random.key(seed)
 
   compile_start = time.monotonic()
-  state = steps.init(init_key, (1,) + train.images.shape[1:])
+  state = steps.init(init_key, _init_shape(train))
   # Ahead of time, so that the compile share counts it; the first evaluate() then reuses it.
-  steps.eval_step.lower(state, jax.ShapeDtypeStruct(
-      (_eval_batch_size(train_cfg.eval_batch_size),) + val.images.shape[1:], val.images.dtype,
-      sharding=steps.batch_sharding)).compile()
+  steps.eval_step.lower(state, _eval_images(val, train_cfg, steps)).compile()
   timing['compile'] += time.monotonic() - compile_start
 
   # Early stopping returns the best epoch's state; without it, the last epoch's.
@@ -470,7 +543,7 @@ def _fit(genotype, train, val, num_classes, epochs, seed, train_cfg, aug_config,
           hparams, learning_rates, timing, train_cfg, start)
       scores = evaluate(state, steps, val, train_cfg.eval_batch_size)
       history.append({'epoch': epoch + 1, 'train_loss': train_loss, 'val_loss': scores['loss'],
-                      **{m: scores[m] for m in task.history_metrics}})
+                      **{m: scores[m] for m in steps.task.history_metrics}})
       logging.info('%s epoch %d: train loss %.4f, val %s %.4f', genotype.hash, epoch + 1,
                    train_loss, metric, scores[metric])
       if not keep_best or progress['best'] is None or scores[metric] > progress['best'][metric]:
@@ -500,7 +573,7 @@ def _train_epoch(state, steps, train, batch_size, seed, epoch, first_step, step_
   first_step_seconds, rest_start = 0.0, time.monotonic()
   for i, batch in enumerate(pipeline.train_batches(train, batch_size, seed, epoch)):
     step_start = time.monotonic()
-    state, loss = steps.train_step(
+    state, loss = steps.train(
         state, distributed.global_batch(batch, steps.batch_sharding),
         jax.random.fold_in(step_key, first_step + i),
         {**hparams, 'learning_rate': jnp.float32(learning_rates[first_step + i])})

@@ -96,6 +96,7 @@ class _DiesAfter(executors.LocalExecutor):
   """Simulates a kill: the training after the first `n` raises KeyboardInterrupt."""
 
   def __init__(self, n):
+    super().__init__()
     self.left = n
 
   def submit(self, fn, *args, **kwargs):

@@ -1,4 +1,5 @@
 """The trainer: it learns, it is data parallel, it turns bad candidates into failed results."""
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -71,6 +72,35 @@ def test_the_evaluation_step_compiled_ahead_of_time_is_the_one_evaluations_use(c
               if r.getMessage().startswith('Finished XLA compilation of jit(eval_step)')]
   assert len(compiles) == 1
   assert 0 < trained.result.compile_seconds < trained.result.train_seconds
+
+
+def _compiled(records_) -> set[str]:
+  """The functions that jax.log_compiles reports compiled in `records_`."""
+  return {r.getMessage().split()[4] for r in records_
+          if r.getMessage().startswith('Finished XLA compilation of jit(')}
+
+
+def test_steps_compiled_ahead_leave_training_nothing_to_compile(caplog):
+  # An architecture no other test trains, compiled in a thread as the local executor does.
+  genotype = dataclasses.replace(_genotype(), stem_width=5)
+  config = experiments.get_config('pso_synthetic', 'smoke')
+  splits = datasets.load('synthetic', image_size=16, channels=1, seed=0,
+                         **config.data.options.to_dict())
+  steps = {'jit(init)', 'jit(train_step)', 'jit(eval_step)'}
+  # Set globally: jax.log_compiles() would only reach this thread.
+  jax.config.update('jax_log_compiles', True)
+  try:
+    with caplog.at_level(logging.WARNING), concurrent.futures.ThreadPoolExecutor(1) as pool:
+      pool.submit(train_lib.compile_steps, genotype, splits.train, splits.val,
+                  len(splits.class_names), config.train,
+                  augment_lib.AugmentConfig(**config.augment)).result()
+      ahead = len(caplog.records)
+      trained = _train(genotype, epochs=2)
+  finally:
+    jax.config.update('jax_log_compiles', False)
+  assert trained.result.status == records.OK, trained.result.error
+  assert steps <= _compiled(caplog.records[:ahead])
+  assert not (steps | {'jit(step_inputs)'}) & _compiled(caplog.records[ahead:])
 
 
 def test_balanced_class_weights_make_every_class_weigh_the_same():
@@ -167,8 +197,8 @@ state = steps.init(jax.random.key(0, impl='rbg'), (1, 16, 16, 1))
 batch = next(pipeline.train_batches(splits.train, 32, 0, 0))
 hparams = {{**train_lib.step_hparams(TrainGenes(), np.ones(4)),
             'learning_rate': jnp.float32(1e-2)}}
-state, loss = steps.train_step(state, distributed.global_batch(batch, steps.batch_sharding),
-                               jax.random.key(0), hparams)
+state, loss = steps.train(state, distributed.global_batch(batch, steps.batch_sharding),
+                          jax.random.key(0), hparams)
 first = {{'loss': float(loss), 'params': float(sum(jnp.abs(p).sum()
                                                   for p in jax.tree.leaves(state.params)))}}
 trained = train_lib.train_and_evaluate(
