@@ -3,13 +3,14 @@ r"""Compile time: XLA CPU optimisation levels side by side, and the compile shar
   python -m benchmarks.compile_time [--networks=plain,sep] [--size=64] [--levels=1,2]
   python -m benchmarks.compile_time --stores=runs/quick,runs/cpu
 
-Without --stores, for each network of benchmarks.networks and each LLVM optimisation level
-of the training step (MedNAS uses 1 on CPU, XLA's default is 2) it measures, in a fresh
-process each so that no cache helps: the seconds to compile the initialisation, the
-augmentation (`step_inputs`, which a search compiles once per image shape) and the training
-step (ahead of time, so that no step runs inside the timing) and the median step seconds; a level is only worth having if the step stays as fast. With --stores it reads
-finished searches and reports compile seconds against the candidates' whole training time
-(issue 7's target: at most 10% at the quick preset). Writes compile_time.json and .md.
+Without --stores, for each network of benchmarks.networks and each LLVM optimisation level of
+the training step (MedNAS uses 1 on CPU, XLA's default is 2) it measures, in a fresh process
+each so that no cache helps: the seconds to compile the initialisation, the augmentation
+(`step_inputs`, which a search compiles once per image shape) and the training step (ahead of
+time, so that no step runs inside the timing) and the median step seconds; a level is only
+worth having if the step stays as fast. With --stores it reads finished searches and reports
+compile seconds against the candidates' whole training time (issue 7's target: at most 10% at
+the quick preset). Writes compile_time.json and .md.
 """
 from __future__ import annotations
 
@@ -60,17 +61,14 @@ def _worker(network: str, level: int, size: int, steps: int) -> dict:
   inputs_compile_seconds = time.perf_counter() - start
   images, targets = inputs(batch, jax.random.key(0), hparams)
   start = time.perf_counter()
-  step = compiled.train_step.lower(state, images, targets, jax.random.key(0), hparams).compile()
+  compiled.train_step.lower(state, images, targets, jax.random.key(0), hparams).compile()
   step_compile_seconds = time.perf_counter() - start
-
-  def train(state, key):
-    return step(state, *inputs(batch, key, hparams), key, hparams)
-
-  state, loss = train(state, jax.random.key(0))  # warm up
+  # Both compiles above fill jit's caches, so the steps below compile nothing.
+  state, loss = compiled.train(state, batch, jax.random.key(0), hparams)  # warm up
   times = []
   for i in range(steps):
     start = time.perf_counter()
-    state, loss = train(state, jax.random.key(i + 1))
+    state, loss = compiled.train(state, batch, jax.random.key(i + 1), hparams)
     jax.block_until_ready(loss)
     times.append(time.perf_counter() - start)
   return {'init_s': init_seconds, 'inputs_compile_s': inputs_compile_seconds,

@@ -4,12 +4,12 @@ r"""Evaluations per hour of a search, run once per executor (or mode, or source 
       [--executors=local,process,dask] [--modes=sync] [--workers=2] [--config=a.b=v,...]
       [--trees=/path/to/old/checkout,.] [--variants=executor.compile_ahead=0,...] [--nowarm_up]
 
-Runs `launch.py` once for each tree x executor x mode x variant (one extra override each,
-e.g. `executor.compile_ahead=0`) in a fresh workdir, one after the other.
-The runs of a tree share one compilation cache, by default warmed by an untimed first run so
-that no run pays for compiles another already made; `--nowarm_up` gives every run a cold
-cache of its own, so that it counts compiling, as a first search does. `--trees` compares source trees, e.g. a `git worktree` of an older commit
-("before") and this one ("after"), each with its own cold cache. Evaluations per hour =
+Runs `launch.py` once for each tree x executor x mode x variant (one extra override each, e.g.
+`executor.compile_ahead=0`) in a fresh workdir, one after the other. The runs of a tree share
+one compilation cache, by default warmed by an untimed first run so that no run pays for
+compiles another already made; `--nowarm_up` gives every run a cold cache of its own, so that
+it counts compiling, as a first search does. `--trees` compares source trees, e.g. a `git
+worktree` of an older commit ("before") and this one ("after"). Evaluations per hour =
 candidates trained / seconds from launch to the last stored trial, so start-up and data
 loading count, as they do for a user; the final stage does not. Compile share = the trials'
 compile seconds / their train seconds (compiling included); what the local executor compiled
@@ -96,7 +96,8 @@ def main(argv: list[str]) -> None:
            '| vs first | compile share |',
            '|---|---|---|---|---|---|---|---|---|---|']
   lines += [f'| `{r["tree"]}` | {r["executor"]} | {r["mode"]} | {r["variant"] or "-"} | '
-            f'{r["workers"]} | {r["trained"]} | {r["search_seconds"]:.0f} | {r["evals_per_hour"]:.0f} | '
+            f'{r["workers"]} | {r["trained"]} | {r["search_seconds"]:.0f} | '
+            f'{r["evals_per_hour"]:.0f} | '
             f'{r["evals_per_hour"] / base:.2f}x | {r["compile_share"]:.1%} |' for r in rows]
   bench_results.write(_OUT_DIR.value, 'search_throughput', summary, '\n'.join(lines))
 

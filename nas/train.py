@@ -244,12 +244,16 @@ def _mesh() -> jax.sharding.Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def _shardings() -> tuple[NamedSharding, NamedSharding]:
+  """(replicated, split along the batch): the state's and the batch's shardings."""
+  mesh = _mesh()
+  return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec('data'))
+
+
 @functools.lru_cache(maxsize=16)
 def _jitted_step_inputs(task: Task, aug_config: augment_lib.AugmentConfig, num_classes: int,
                         cpu_optimization_level: int) -> Callable:
-  mesh = _mesh()
-  replicated = NamedSharding(mesh, PartitionSpec())
-  batch_sharded = NamedSharding(mesh, PartitionSpec('data'))
+  replicated, batch_sharded = _shardings()
   return jax.jit(
       functools.partial(step_inputs, task=task, aug_config=aug_config, num_classes=num_classes),
       in_shardings=(batch_sharded, replicated, replicated),
@@ -272,9 +276,7 @@ def compiled_steps(architecture: AnyGenotype, num_classes: int, dtype: str, opti
   task = TASKS[type(architecture)]() if task is None else task
   model = models.build(architecture, num_classes, dtype=jnp.dtype(dtype))
   tx = _direction(optimizer, momentum)
-  mesh = _mesh()
-  replicated = NamedSharding(mesh, PartitionSpec())
-  batch_sharded = NamedSharding(mesh, PartitionSpec('data'))
+  replicated, batch_sharded = _shardings()
 
   def init(key, image_shape):
     variables = model.init({'params': key, 'dropout': key}, jnp.zeros(image_shape), train=False)
