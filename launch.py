@@ -60,25 +60,8 @@ def _fail(message: str, code: int = 2):
   sys.exit(code)
 
 
-def _flatten(config: dict, prefix: str = '') -> dict[str, object]:
-  flat = {}
-  for key, value in config.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
-def _config_differences(stored: dict, current: dict) -> list[str]:
-  stored, current = _flatten(stored), _flatten(current)
-  return [f'{key}: stored {stored.get(key)!r}, now {current.get(key)!r}'
-          for key in sorted(stored.keys() | current.keys())
-          if stored.get(key) != current.get(key)]
-
-
 def _resolve_config(meta: dict[str, str] | None) -> ml_collections.ConfigDict:
-  """The experiment's config; on --resume, flags not given default to the stored ones."""
+  """The experiment's config; on --resume, the stored overrides and then the new ones."""
   import experiments  # pylint: disable=g-import-not-at-top
   from nas import errors  # pylint: disable=g-import-not-at-top
   if meta is None:
@@ -89,7 +72,7 @@ def _resolve_config(meta: dict[str, str] | None) -> ml_collections.ConfigDict:
   return experiments.get_config(
       FLAGS.experiment or meta['experiment'],
       FLAGS.preset if FLAGS['preset'].present else json.loads(meta['config'])['preset'],
-      _Overrides.values or json.loads(meta['overrides']))
+      [*json.loads(meta['overrides']), *_Overrides.values])
 
 
 def _resume_command(workdir: str) -> str:
@@ -105,6 +88,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   """
   # Imported here so that --help and flag errors do not pay for importing JAX.
   import datasets  # pylint: disable=g-import-not-at-top
+  import experiments  # pylint: disable=g-import-not-at-top
   from nas import distributed  # pylint: disable=g-import-not-at-top
   from nas import errors  # pylint: disable=g-import-not-at-top
   from nas import executors  # pylint: disable=g-import-not-at-top
@@ -119,12 +103,12 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
            else None)
   try:
     if store:
-      differences = _config_differences(json.loads(store.meta()['config']),
-                                        json.loads(config.to_json()))
+      differences = experiments.config_differences(json.loads(store.meta()['config']),
+                                                   json.loads(config.to_json()))
       if differences:
         raise errors.UserError(
             f'{workdir} holds a search with a different config; refusing to resume '
-            f'({"; ".join(differences[:8])}); start a new --workdir instead')
+            f'({"; ".join(differences)}); start a new --workdir instead')
     distributed.initialize(config.distributed)
     compilation_cache = os.path.join(data_cache.cache_dir(), 'jax')
     train_lib.enable_compilation_cache(compilation_cache)

@@ -69,6 +69,31 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
         f'{type(value).__name__} ({e})') from e
 
 
+def config_differences(then: dict, now: dict, shown: int = 5) -> list[str]:
+  """'field: then -> now' for the first `shown` config fields that would change the trials.
+
+  `executor.*` says only where candidates train, which leaves the trials unchanged, so a
+  search may continue on another executor or with another setting of it.
+  """
+  flat_then, flat_now = _flatten(then), _flatten(now)
+  missing = '(absent)'
+  changed = [f'{key}: {flat_then.get(key, missing)} -> {flat_now.get(key, missing)}'
+             for key in sorted(flat_then.keys() | flat_now.keys())
+             if not key.startswith('executor.')
+             and flat_then.get(key, missing) != flat_now.get(key, missing)]
+  return changed[:shown] + ([f'{len(changed) - shown} more'] if len(changed) > shown else [])
+
+
+def _flatten(config: dict, prefix: str = '') -> dict[str, object]:
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
 def _parse(text: str, current):
   """Strings stay strings; everything else is a Python literal (numbers, tuples, bools)."""
   if isinstance(current, str):

@@ -21,7 +21,6 @@ from typing import Any, Callable, Sequence
 
 from absl import logging
 import ml_collections
-import pandas as pd
 
 import experiments
 from nas import errors
@@ -142,20 +141,11 @@ def _finished(run_dir: str, run: StudyRun, config: ml_collections.ConfigDict) ->
     return False
   with open(path, encoding='utf-8') as f:
     finished = json.load(f)
-  differences = _differences(finished['config'], json.loads(config.to_json()))
+  differences = experiments.config_differences(finished['config'],
+                                               json.loads(config.to_json()))
   if differences:
     raise errors.UserError(
         f'{run_dir} holds a run finished with another config ({"; ".join(differences)}; '
         f'overrides then: {" ".join(finished["overrides"])}); run the study in a new '
         '--workdir')
   return True
-
-
-def _differences(then: dict[str, Any], now: dict[str, Any], shown: int = 5) -> list[str]:
-  """'field: then -> now' for the first `shown` dotted config fields that differ."""
-  flat_then, flat_now = (pd.json_normalize(c, sep='.').iloc[0].to_dict() for c in (then, now))
-  missing = '(absent)'
-  changed = [f'{key}: {flat_then.get(key, missing)} -> {flat_now.get(key, missing)}'
-             for key in sorted(flat_then.keys() | flat_now.keys())
-             if flat_then.get(key, missing) != flat_now.get(key, missing)]
-  return changed[:shown] + ([f'{len(changed) - shown} more'] if len(changed) > shown else [])

@@ -1,12 +1,15 @@
 """`launch.py` end to end: the synthetic search, the real-data smoke search, and bad input."""
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+
+from benchmarks import kill_resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.environ.get('MEDNAS_DATA_DIR', os.path.join(ROOT, 'data'))
@@ -75,6 +78,15 @@ def test_resume_with_a_different_config_refuses_and_keeps_the_store(synthetic_se
   result = _launch(f'--workdir={synthetic_search}', '--resume', '--config.search.budget=99')
   _assert_one_line_error(result, 'different config', 'search.budget')
   assert (synthetic_search / 'trials.sqlite').read_bytes() == before
+
+
+def test_resume_on_another_executor_setting_continues_the_same_search(tmp_path, synthetic_search):
+  workdir = tmp_path / 'run'
+  shutil.copytree(synthetic_search, workdir)
+  before = kill_resume.outcome(str(workdir))
+  result = _launch(f'--workdir={workdir}', '--resume', '--config.executor.compile_ahead=0')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert kill_resume.outcome(str(workdir)) == before
 
 
 def test_new_search_in_a_used_workdir_refuses(synthetic_search):
