@@ -6,9 +6,11 @@ For each layer (regular and depthwise 3x3 and 5x5, dilated, at batch 64) it time
 forward and backward pass of `lax.conv_general_dilated` compiled with XLA's default options
 and with MedNAS's (`models.compiler`: YNNPACK off), of `models.layers.conv` (which takes
 the shifted-slices path for depthwise convolutions on CPU) and of `torch.nn.Conv2d` in
-channels-last layout, alternating them within one run because this machine is noisy. PyTorch
-is a benchmark-only dependency: `pip install -r benchmarks/requirements.txt`. Writes
-conv_layers.json and conv_layers.md with the median seconds and the ratios to PyTorch.
+channels-last layout, alternating them within one run because this machine is noisy. It also
+times MedNAS's conv and PyTorch's pass by pass (forward, input gradient, kernel gradient), to
+show where a gap lies. PyTorch is a benchmark-only dependency: `pip install -r
+benchmarks/requirements.txt`. Writes conv_layers.json and conv_layers.md with the median
+seconds and the ratios to PyTorch.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ LAYERS = (
     ('depthwise5x5 d2 64', 32, 64, 64, 5, 2, True),
 )
 BATCH = 64
+PASSES = ('forward', 'input_grad', 'kernel_grad')
 
 
 def _seconds(run) -> float:
@@ -52,22 +55,55 @@ def _seconds(run) -> float:
 def _jax_runner(apply, x, kernel, options):
   step = jax.jit(jax.grad(lambda x, k: jnp.sum(apply(x, k) ** 2), argnums=(0, 1)),
                  compiler_options=options)
-  return lambda: jax.block_until_ready(step(x, kernel))
+  return _blocking(step, x, kernel)
 
 
-def _torch_runner(size, cin, cout, k, dilation, depthwise):
+def _blocking(step, *args):
+  return lambda: jax.block_until_ready(step(*args))
+
+
+def _jax_pass_runners(apply, x, kernel, options) -> dict:
+  """Forward, input gradient and kernel gradient, each jitted alone; the convolution is
+  linear, so XLA drops the forward from the gradients' programs."""
+  cotangent = jnp.ones_like(apply(x, kernel))
+  steps = {
+      'forward': jax.jit(lambda x, k, g: apply(x, k), compiler_options=options),
+      'input_grad': jax.jit(lambda x, k, g: jax.vjp(lambda x: apply(x, k), x)[1](g)[0],
+                            compiler_options=options),
+      'kernel_grad': jax.jit(lambda x, k, g: jax.vjp(lambda k: apply(x, k), k)[1](g)[0],
+                             compiler_options=options),
+  }
+  return {name: _blocking(step, x, kernel, cotangent) for name, step in steps.items()}
+
+
+def _torch_runners(size, cin, cout, k, dilation, depthwise) -> dict:
+  """Forward + backward as `torch.nn.Conv2d` trains, and each pass alone."""
   import torch  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
+  groups = cin if depthwise else 1
   layer = torch.nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation,
-                          groups=cin if depthwise else 1, bias=False)
+                          groups=groups, bias=False)
   layer = layer.to(memory_format=torch.channels_last)
   x = torch.randn(BATCH, cin, size, size).to(memory_format=torch.channels_last)
   x.requires_grad_()
+  cotangent = torch.ones(BATCH, cout, size, size).to(memory_format=torch.channels_last)
+  weight, conv = layer.weight.detach(), dict(padding=dilation * (k // 2), dilation=dilation,
+                                             groups=groups)
 
-  def run():
+  def train():
     layer.zero_grad()
     layer(x).pow(2).sum().backward()
-  return run
+
+  def forward():
+    with torch.no_grad():
+      layer(x)
+  return {
+      'torch': train,
+      'torch_forward': forward,
+      'torch_input_grad': lambda: torch.nn.grad.conv2d_input(x.shape, weight, cotangent, **conv),
+      'torch_kernel_grad': lambda: torch.nn.grad.conv2d_weight(x.detach(), weight.shape,
+                                                               cotangent, **conv),
+  }
 
 
 def measure(repeats: int) -> list[dict]:
@@ -84,12 +120,16 @@ def measure(repeats: int) -> list[dict]:
           x, w, (1, 1), 'SAME', rhs_dilation=(dilation, dilation),
           dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
 
+    def mednas(x, w):
+      return module.apply({'params': {'kernel': w}}, x)
+
+    passes = _jax_pass_runners(mednas, x, kernel, options)
     runners = {
         'xla_default': _jax_runner(xla, x, kernel, None),
         'xla_conv': _jax_runner(xla, x, kernel, options),
-        'mednas_conv': _jax_runner(
-            lambda x, w: module.apply({'params': {'kernel': w}}, x), x, kernel, options),
-        'torch': _torch_runner(size, cin, cout, k, dilation, depthwise),
+        'mednas_conv': _jax_runner(mednas, x, kernel, options),
+        **{f'mednas_{name}': run for name, run in passes.items()},
+        **_torch_runners(size, cin, cout, k, dilation, depthwise),
     }
     for run in runners.values():
       run()  # compile and warm up
@@ -101,6 +141,8 @@ def measure(repeats: int) -> list[dict]:
     row['xla_default/torch'] = row['xla_default'] / row['torch']
     row['xla/torch'] = row['xla_conv'] / row['torch']
     row['mednas/torch'] = row['mednas_conv'] / row['torch']
+    for name in PASSES:
+      row[f'{name} mednas/torch'] = row[f'mednas_{name}'] / row[f'torch_{name}']
     rows.append(row)
     print(row)
   return rows
@@ -117,6 +159,11 @@ def main(argv: list[str]) -> None:
   lines += [f'| {r["layer"]} | {r["size"]} | {r["xla_default"]:.4f} | {r["xla_conv"]:.4f} | '
             f'{r["mednas_conv"]:.4f} | {r["torch"]:.4f} | {r["xla_default/torch"]:.2f} | '
             f'{r["xla/torch"]:.2f} | {r["mednas/torch"]:.2f} |' for r in rows]
+  lines += ['', 'By pass, MedNAS conv / PyTorch seconds (ratio):', '',
+            '| layer | px | ' + ' | '.join(PASSES) + ' |', '|---|---|---|---|---|']
+  lines += [f'| {r["layer"]} | {r["size"]} | ' + ' | '.join(
+      f'{r[f"mednas_{p}"]:.4f} / {r[f"torch_{p}"]:.4f} ({r[f"{p} mednas/torch"]:.2f})'
+      for p in PASSES) + ' |' for r in rows]
   bench_results.write(_OUT_DIR.value, 'conv_layers', {'meta': meta, 'rows': rows},
                       '\n'.join(lines))
 
