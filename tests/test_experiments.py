@@ -44,6 +44,18 @@ def test_bad_overrides_say_what_is_wrong(override, message):
     experiments.get_config('pso_brain_mri', 'smoke', [override])
 
 
+def test_config_differences_name_what_changes_the_trials_and_skip_the_executor():
+  then = experiments.get_config('pso_brain_mri', 'smoke').to_dict()
+  now = experiments.get_config('pso_brain_mri', 'smoke', [
+      'search.budget=20', 'executor.kind=dask', 'executor.compile_ahead=0']).to_dict()
+  del then['train']['class_balanced']  # a field that a later version added
+  assert experiments.config_differences(then, now) == [
+      'search.budget: 4 -> 20', 'train.class_balanced: (absent) -> False']
+  many = experiments.get_config('pso_brain_mri', 'smoke', [
+      f'{field}=7' for field in ('search.budget', 'search.population', 'final.seeds')]).to_dict()
+  assert experiments.config_differences(then, many, shown=2)[-1] == '2 more'
+
+
 def test_unknown_experiment_suggests_near_names():
   with pytest.raises(errors.UserError, match='did you mean pso_brain_mri'):
     experiments.get_config('pso_brain_mr', 'smoke')
