@@ -80,15 +80,13 @@ def _torch_runners(size, cin, cout, k, dilation, depthwise) -> dict:
   """Forward + backward as `torch.nn.Conv2d` trains, and each pass alone."""
   import torch  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
-  groups = cin if depthwise else 1
-  layer = torch.nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation,
-                          groups=groups, bias=False)
+  conv = dict(padding=dilation * (k // 2), dilation=dilation, groups=cin if depthwise else 1)
+  layer = torch.nn.Conv2d(cin, cout, k, bias=False, **conv)
   layer = layer.to(memory_format=torch.channels_last)
   x = torch.randn(BATCH, cin, size, size).to(memory_format=torch.channels_last)
   x.requires_grad_()
   cotangent = torch.ones(BATCH, cout, size, size).to(memory_format=torch.channels_last)
-  weight, conv = layer.weight.detach(), dict(padding=dilation * (k // 2), dilation=dilation,
-                                             groups=groups)
+  weight = layer.weight.detach()
 
   def train():
     layer.zero_grad()
