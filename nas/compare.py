@@ -63,8 +63,9 @@ class Study:
   overrides: tuple[str, ...]
 
   def runs(self) -> list[StudyRun]:
+    # Seed-major, so that a study stopped part-way holds every optimizer for the seeds it did.
     return [StudyRun(o, s, (*self.overrides, f'search.optimizer={o}', f'seed={s}'))
-            for o in self.optimizers for s in self.seeds]
+            for s in self.seeds for o in self.optimizers]
 
   def config(self, run: StudyRun) -> ml_collections.ConfigDict:
     return experiments.get_config(self.experiment, self.preset, run.overrides)
