@@ -5,7 +5,8 @@ r"""Training-step cost of fixed networks: MedNAS (JAX) against the same network 
 For every network and image size (batch 64, 3 channels) it measures, each in a fresh process
 so that peak memory and compilation are the network's own: compile seconds (JAX), the median
 step seconds, images per second and peak resident memory; then the JAX/PyTorch step-time
-ratio. JAX runs `nas.train`'s real train step (augmentation, AdamW, BatchNorm state); PyTorch
+ratio, and by default the same JAX step with XLA's own convolutions instead of oneDNN's
+(models.onednn). JAX runs `nas.train`'s real train step (augmentation, AdamW, BatchNorm state); PyTorch
 runs the twin network of `benchmarks.torch_reference` with AdamW, channels-last. Needs
 `pip install -r benchmarks/requirements.txt`. Writes train_step.json and train_step.md.
 """
@@ -33,6 +34,8 @@ _OUT_DIR = flags.DEFINE_string('out_dir', 'benchmarks/out', 'Where results are w
 _WORKER = flags.DEFINE_string('worker', None, 'Internal: jax or torch, in a child process.')
 _NETWORK = flags.DEFINE_string('network', None, 'Internal: the network of a worker.')
 _SIZE = flags.DEFINE_integer('size', None, 'Internal: the image size of a worker.')
+_XLA_CONVS = flags.DEFINE_bool('xla_convs', True, 'Also time JAX with XLA\'s own CPU '
+                               'convolutions (MEDNAS_CPU_CONV=xla) beside oneDNN\'s.')
 
 def _peak_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -44,6 +47,7 @@ def _jax_worker(genotype: Genotype, size: int, steps: int) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from datasets import augment  # pylint: disable=g-import-not-at-top
   from models import counting  # pylint: disable=g-import-not-at-top
+  from models import onednn  # pylint: disable=g-import-not-at-top
   from nas import train  # pylint: disable=g-import-not-at-top
   compiled = train.compiled_steps(genotype, CLASSES, 'float32', 'adamw', 0.9,
                              augment.AugmentConfig())
@@ -64,7 +68,8 @@ def _jax_worker(genotype: Genotype, size: int, steps: int) -> dict:
     jax.block_until_ready(loss)
     times.append(time.perf_counter() - start)
   return {'compile_s': compile_seconds, 'step_s': float(np.median(times)),
-          'params': counting.param_count(state.params)}
+          'params': counting.param_count(state.params),
+          'convs': 'onednn' if onednn.usable(jnp.float32) else 'xla'}
 
 
 def _torch_worker(genotype: Genotype, size: int, steps: int) -> dict:
@@ -96,20 +101,32 @@ def _torch_worker(genotype: Genotype, size: int, steps: int) -> dict:
   return {'step_s': float(np.median(times)), 'params': params}
 
 
-def _measure(framework: str, network: str, size: int, steps: int) -> dict:
+def _measure(framework: str, network: str, size: int, steps: int, cpu_conv: str = 'onednn'
+             ) -> dict:
   command = [sys.executable, '-m', 'benchmarks.train_step', f'--worker={framework}',
              f'--network={network}', f'--size={size}', f'--steps={steps}']
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  out = subprocess.run(command, cwd=root, capture_output=True, text=True)
+  out = subprocess.run(command, cwd=root, capture_output=True, text=True,
+                       env={**os.environ, 'MEDNAS_CPU_CONV': cpu_conv})
   if out.returncode:
     return {'error': out.stderr.strip().splitlines()[-1]}
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _xla_columns(row: dict) -> str:
+  x = row.get('jax_xla')
+  if not x:
+    return '- | - |'
+  if 'error' in x:
+    return f'error: {x["error"]} | - |'
+  return f'{x["step_s"]:.3f} | {x["step_s"] / row["torch"]["step_s"]:.2f} |'
+
+
 def _table(rows: list[dict]) -> str:
   lines = ['| network | px | params | JAX compile s | JAX step s | JAX img/s | JAX peak MiB | '
-           'PyTorch step s | PyTorch img/s | PyTorch peak MiB | JAX/PyTorch |',
-           '|---|---|---|---|---|---|---|---|---|---|---|']
+           'PyTorch step s | PyTorch img/s | PyTorch peak MiB | JAX/PyTorch | '
+           'JAX convs | JAX, XLA convs step s | XLA convs/PyTorch |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     j, t = r['jax'], r['torch']
     if 'error' in j or 'error' in t:
@@ -121,7 +138,7 @@ def _table(rows: list[dict]) -> str:
         f'| {r["network"]} | {r["size"]} | {params} | {j["compile_s"]:.1f} | '
         f'{j["step_s"]:.3f} | {BATCH / j["step_s"]:.0f} | {j["peak_mib"]:.0f} | '
         f'{t["step_s"]:.3f} | {BATCH / t["step_s"]:.0f} | {t["peak_mib"]:.0f} | '
-        f'{j["step_s"] / t["step_s"]:.2f} |')
+        f'{j["step_s"] / t["step_s"]:.2f} | {j["convs"]} | {_xla_columns(r)}')
   return '\n'.join(lines)
 
 
@@ -138,6 +155,8 @@ def main(argv: list[str]) -> None:
       row = {'network': network, 'size': size,
              'jax': _measure('jax', network, size, _STEPS.value),
              'torch': _measure('torch', network, size, _STEPS.value)}
+      if _XLA_CONVS.value:
+        row['jax_xla'] = _measure('jax', network, size, _STEPS.value, cpu_conv='xla')
       rows.append(row)
       print(_table([row]).splitlines()[-1], flush=True)
   meta = {'machine': platform.machine(), 'cpus': os.cpu_count(), 'batch': BATCH,

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from models import onednn
 from models.cells import DOWNSAMPLE
 from models.genotype import AnyGenotype, Genotype, SegGenotype
 from models.network import build
@@ -60,6 +61,7 @@ def count(genotype: AnyGenotype, image_size: int, channels: int, num_classes: in
     variables = jax.eval_shape(
         lambda x: model.init(jax.random.key(0), x, train=False), x)
     forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    flops = forward.lower(variables, x).cost_analysis()['flops']
+    with onednn.off():
+      flops = forward.lower(variables, x).cost_analysis()['flops']
     _COUNTS[key] = Counts(param_count(variables), int(flops))
   return _COUNTS[key]

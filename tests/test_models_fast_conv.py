@@ -1,6 +1,6 @@
-"""The CPU formulations of models.cpu_ops and models.layers agree with XLA's and Flax's,
-forward and backward (gradients within 1e-4 relative), and the CPU compiler options change
-no result."""
+"""The CPU formulations of models.cpu_ops, models.onednn and models.layers agree with XLA's
+and Flax's, forward and backward (gradients within 1e-4 relative), and the CPU compiler
+options change no result."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,6 +10,7 @@ import pytest
 from models import compiler
 from models import cpu_ops
 from models import layers
+from models import onednn
 
 
 def _reference(x, kernel, dilation=1, strides=1, padding='SAME', groups=1):
@@ -82,9 +83,51 @@ def test_pointwise_conv_with_explicit_padding_pads():
       lambda x, v: _reference(x, v['params']['kernel'], padding=padding), x, variables)
 
 
+_NO_ONEDNN = pytest.mark.skipif(
+    not onednn.available(), reason='oneDNN custom calls not built: install requirements.txt '
+    '(onednn-devel-cpu-gomp) and g++')
+
+
+@_NO_ONEDNN
+@pytest.mark.parametrize('channels, size, features, kernel_size, strides, dilation, groups, '
+                         'padding', [
+    (3, 17, 8, 3, 1, 1, 1, 'SAME'),  # an RGB stem, odd size
+    (8, 16, 16, 3, 2, 1, 1, 'SAME'),  # stride 2: asymmetric padding
+    (8, 15, 8, 3, 1, 2, 8, 'SAME'),  # dilated depthwise
+    (8, 16, 16, 5, 2, 1, 8, 'SAME'),  # grouped, two outputs per group, stride 2
+    (6, 12, 4, 3, 1, 1, 2, ((2, 0), (1, 3))),  # explicit padding
+    (4, 9, 5, 3, 1, 3, 1, 'VALID'),
+])
+def test_onednn_conv_matches_lax_conv(channels, size, features, kernel_size, strides,
+                                      dilation, groups, padding):
+  x, kernel = _inputs(3, size, channels, (kernel_size, kernel_size, channels // groups,
+                                          features))
+  span = dilation * (kernel_size - 1) + 1
+  pads = padding if not isinstance(padding, str) else jax.lax.padtype_to_pads(
+      (size, size), (span, span), (strides, strides), padding)
+  _assert_same_function(
+      jax.jit(lambda x, k: onednn.conv(x, k, (strides,) * 2, tuple(map(tuple, pads)),
+                                       (dilation,) * 2, groups)),
+      lambda x, k: _reference(x, k, dilation, strides, padding, groups), x, kernel)
+
+
+@_NO_ONEDNN
+def test_conv_module_uses_onednn_on_cpu_unless_switched_off(monkeypatch):
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 4))
+  module = layers.conv(8, 3, strides=2)
+  variables = module.init(jax.random.key(2), x)
+
+  def backward_hlo():
+    return jax.jit(jax.grad(lambda v: jnp.sum(module.apply(v, x) ** 2))).lower(
+        variables).as_text()
+  assert 'mednas_onednn_kernel_grad' in backward_hlo()
+  monkeypatch.setenv('MEDNAS_CPU_CONV', 'xla')
+  assert 'mednas_onednn' not in backward_hlo()
+
+
 @pytest.mark.parametrize('kernel_size, groups', [(1, 1), (3, 4)])
 def test_conv_module_takes_the_cpu_paths_with_nn_conv_parameters(kernel_size, groups):
-  # 1x1 convolutions are matmuls and depthwise ones shifted slices on CPU, forward and back.
+  # On CPU 1x1 convolutions are matmuls, depthwise ones oneDNN's or shifted slices.
   x = jax.random.normal(jax.random.key(1), (2, 8, 8, 4))
   module = layers.conv(4, kernel_size, groups=groups, dilation=2)
   variables = module.init(jax.random.key(2), x)
