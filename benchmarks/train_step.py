@@ -6,9 +6,10 @@ For every network and image size (batch 64, 3 channels) it measures, each in a f
 so that peak memory and compilation are the network's own: compile seconds (JAX), the median
 step seconds, images per second and peak resident memory; then the JAX/PyTorch step-time
 ratio, and by default the same JAX step with XLA's own convolutions instead of oneDNN's
-(models.onednn). JAX runs `nas.train`'s real train step (augmentation, AdamW, BatchNorm state); PyTorch
-runs the twin network of `benchmarks.torch_reference` with AdamW, channels-last. Needs
-`pip install -r benchmarks/requirements.txt`. Writes train_step.json and train_step.md.
+(models.onednn). JAX runs `nas.train`'s real train step (augmentation, AdamW, BatchNorm
+state); PyTorch runs the twin network of `benchmarks.torch_reference` with AdamW,
+channels-last. Needs `pip install -r benchmarks/requirements.txt`. Writes train_step.json and
+train_step.md.
 """
 from __future__ import annotations
 

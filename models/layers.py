@@ -28,8 +28,9 @@ class Conv(nn.Module):
   """A 2D convolution with nn.Conv's parameters, and faster formulations on CPU.
 
   On CPU, 1x1 convolutions are models.cpu_ops's matmul (no transposed copies in the kernel
-  gradient) and every other float32 convolution is oneDNN's (models.onednn: 1.5-5x faster
-  to train than XLA's, pass for pass). Where oneDNN cannot be built, stride-1 depthwise
+  gradient) and every other float32 convolution is oneDNN's (models.onednn: pass for pass up
+  to 3x faster than XLA's for 16-64 channels, 2-7x for depthwise ones, no faster at 128
+  channels; benchmarks/RESULTS.md). Where oneDNN cannot be built, stride-1 depthwise
   convolutions take cpu_ops's shifted slices (4-10x faster than XLA's grouped convolution).
   Everything else, and every convolution on an accelerator, is `lax.conv_general_dilated`.
   """
@@ -55,11 +56,7 @@ class Conv(nn.Module):
         and self.padding in ('SAME', 'VALID')):  # explicit padding would grow the output
       y = cpu_ops.pointwise(x, kernel)
     elif cpu and onednn.usable(x.dtype):
-      span = self.dilation * (k - 1) + 1
-      padding = self.padding
-      if isinstance(padding, str):
-        padding = jax.lax.padtype_to_pads(x.shape[1:3], (span, span), strides, padding)
-      y = onednn.conv(x, kernel, strides, tuple(map(tuple, padding)), dilation, self.groups)
+      y = onednn.conv(x, kernel, strides, self.padding, dilation, self.groups)
     elif cpu and depthwise and self.strides == 1 and self.padding == 'SAME':
       y = cpu_ops.depthwise_shifted(x, kernel, self.dilation)
     else:

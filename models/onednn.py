@@ -8,7 +8,7 @@ compiled with g++ on first use, once per source and version, into the MedNAS cac
 and models.layers.Conv keeps XLA's convolution.
 
 `conv` computes exactly what lax.conv_general_dilated does for NHWC float32 images and HWIO
-kernels, forward and both gradients (tests/test_models_onednn.py).
+kernels, forward and both gradients (tests/test_models_fast_conv.py).
 """
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ def _load() -> bool:
   digest.update(jax.__version__.encode())
   path = os.path.join(cache.cache_dir(), 'onednn', f'conv-{digest.hexdigest()[:16]}.so')
   # Between calls, oneDNN's OpenMP threads would spin on the cores that XLA's own threads
-  # need (a resnet18 step at 64 px took 3.4 s instead of 2.6 s); libgomp reads this when it loads.
+  # need (a resnet18 step at 64 px took 3.4 s instead of 2.6 s); libgomp reads this when it
+  # loads.
   os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
   try:
     if not os.path.exists(path):
@@ -81,7 +82,8 @@ def _load() -> bool:
     library = ctypes.CDLL(path)
   except (OSError, subprocess.CalledProcessError) as e:
     detail = getattr(e, 'stderr', '') or str(e)
-    logging.warning('oneDNN convolutions off: building or loading %s failed: %s', path, detail[-2000:])
+    logging.warning('oneDNN convolutions off: building or loading %s failed: %s', path,
+                    detail[-2000:])
     return False
   for name, symbol in _TARGETS.items():
     jax.ffi.register_ffi_target(f'mednas_onednn_{name}',
@@ -125,12 +127,19 @@ def _call(name: str, a: jax.Array, b: jax.Array, out_shape: Sequence[int], strid
                               groups=np.int64(groups))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
-         padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int],
+         padding: str | Sequence[tuple[int, int]], dilation: tuple[int, int],
          groups: int) -> jax.Array:
   """lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
   dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups), float32."""
+  if isinstance(padding, str):
+    spans = [d * (k - 1) + 1 for d, k in zip(dilation, kernel.shape[:2])]
+    padding = jax.lax.padtype_to_pads(x.shape[1:3], spans, strides, padding)
+  return _conv(x, kernel, tuple(strides), tuple(map(tuple, padding)), tuple(dilation), groups)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv(x, kernel, strides, padding, dilation, groups):
   out_shape = jax.eval_shape(
       functools.partial(jax.lax.conv_general_dilated, window_strides=strides, padding=padding,
                         rhs_dilation=dilation, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
@@ -139,7 +148,7 @@ def conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
 
 
 def _conv_forward(x, kernel, strides, padding, dilation, groups):
-  return conv(x, kernel, strides, padding, dilation, groups), (x, kernel)
+  return _conv(x, kernel, strides, padding, dilation, groups), (x, kernel)
 
 
 def _conv_backward(strides, padding, dilation, groups, residuals, grad):
@@ -149,4 +158,4 @@ def _conv_backward(strides, padding, dilation, groups, residuals, grad):
           _call('kernel_grad', x, grad, kernel.shape, *attrs))
 
 
-conv.defvjp(_conv_forward, _conv_backward)
+_conv.defvjp(_conv_forward, _conv_backward)
