@@ -1,6 +1,7 @@
 r"""Training-step cost of fixed networks: MedNAS (JAX) against the same network in PyTorch.
 
   python -m benchmarks.train_step [--sizes=32,64,128] [--networks=plain,sep] [--steps=5]
+      [--repeats=2]
 
 For every network and image size (batch 64, 3 channels) it measures, each in a fresh process
 so that peak memory and compilation are the network's own: compile seconds (JAX), the median
@@ -8,7 +9,8 @@ step seconds, images per second and peak resident memory; then the JAX/PyTorch s
 ratio, and by default the same JAX step with XLA's own convolutions instead of oneDNN's
 (models.onednn). JAX runs `nas.train`'s real train step (augmentation, AdamW, BatchNorm
 state); PyTorch runs the twin network of `benchmarks.torch_reference` with AdamW,
-channels-last. Needs `pip install -r benchmarks/requirements.txt`. Writes train_step.json and
+channels-last, as it comes, and with the malloc settings that MedNAS applies to itself
+(nas/host_memory.py), which speed PyTorch up too. Needs `pip install -r benchmarks/requirements.txt`. Writes train_step.json and
 train_step.md.
 """
 from __future__ import annotations
@@ -31,12 +33,17 @@ from models.genotype import Genotype, TrainGenes
 _SIZES = flags.DEFINE_list('sizes', ['32', '64', '128'], 'Image sizes in pixels.')
 _NETWORKS = flags.DEFINE_list('networks', None, 'Subset of NETWORKS (default: all).')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per measurement.')
+_REPEATS = flags.DEFINE_integer('repeats', 1, 'Measure every row this many times, the '
+                                'columns alternating, and keep each column\'s fastest run: '
+                                'this machine has slow spells of a minute or more.')
 _OUT_DIR = flags.DEFINE_string('out_dir', 'benchmarks/out', 'Where results are written.')
 _WORKER = flags.DEFINE_string('worker', None, 'Internal: jax or torch, in a child process.')
 _NETWORK = flags.DEFINE_string('network', None, 'Internal: the network of a worker.')
 _SIZE = flags.DEFINE_integer('size', None, 'Internal: the image size of a worker.')
 _XLA_CONVS = flags.DEFINE_bool('xla_convs', True, 'Also time JAX with XLA\'s own CPU '
                                'convolutions (MEDNAS_CPU_CONV=xla) beside oneDNN\'s.')
+_TORCH_MALLOC = flags.DEFINE_bool('torch_malloc', True, 'Also time PyTorch with MedNAS\'s '
+                                  'malloc settings (MEDNAS_KEEP_FREED_MEMORY=1).')
 
 def _peak_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -74,6 +81,7 @@ def _jax_worker(genotype: Genotype, size: int, steps: int) -> dict:
 
 
 def _torch_worker(genotype: Genotype, size: int, steps: int) -> dict:
+  from nas import host_memory  # pylint: disable=g-import-not-at-top,unused-import
   import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
@@ -102,32 +110,37 @@ def _torch_worker(genotype: Genotype, size: int, steps: int) -> dict:
   return {'step_s': float(np.median(times)), 'params': params}
 
 
-def _measure(framework: str, network: str, size: int, steps: int, cpu_conv: str = 'onednn'
-             ) -> dict:
+def _measure(framework: str, network: str, size: int, steps: int, **env: str) -> dict:
+  """One worker process; `env` overrides e.g. MEDNAS_CPU_CONV."""
   command = [sys.executable, '-m', 'benchmarks.train_step', f'--worker={framework}',
              f'--network={network}', f'--size={size}', f'--steps={steps}']
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = subprocess.run(command, cwd=root, capture_output=True, text=True,
-                       env={**os.environ, 'MEDNAS_CPU_CONV': cpu_conv})
+                       env={**os.environ, **env})
   if out.returncode:
     return {'error': out.stderr.strip().splitlines()[-1]}
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _xla_columns(row: dict) -> str:
-  x = row.get('jax_xla')
-  if not x:
-    return '- | - |'
-  if 'error' in x:
-    return f'error: {x["error"]} | - |'
-  return f'{x["step_s"]:.3f} | {x["step_s"] / row["torch"]["step_s"]:.2f} |'
+def _step(m: dict | None) -> str:
+  """A worker's step seconds; '-' where not measured."""
+  if not m:
+    return '-'
+  return f'error: {m["error"]}' if 'error' in m else f'{m["step_s"]:.3f}'
+
+
+def _ratio(top: dict | None, bottom: dict | None) -> str:
+  if not top or not bottom or 'error' in top or 'error' in bottom:
+    return '-'
+  return f'{top["step_s"] / bottom["step_s"]:.2f}'
 
 
 def _table(rows: list[dict]) -> str:
   lines = ['| network | px | params | JAX compile s | JAX step s | JAX img/s | JAX peak MiB | '
            'PyTorch step s | PyTorch img/s | PyTorch peak MiB | JAX/PyTorch | '
-           'JAX convs | JAX, XLA convs step s | XLA convs/PyTorch |',
-           '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+           'JAX convs | JAX, XLA convs step s | XLA convs/PyTorch | '
+           'PyTorch, MedNAS malloc step s | JAX/PyTorch, both MedNAS malloc |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     j, t = r['jax'], r['torch']
     if 'error' in j or 'error' in t:
@@ -139,7 +152,9 @@ def _table(rows: list[dict]) -> str:
         f'| {r["network"]} | {r["size"]} | {params} | {j["compile_s"]:.1f} | '
         f'{j["step_s"]:.3f} | {BATCH / j["step_s"]:.0f} | {j["peak_mib"]:.0f} | '
         f'{t["step_s"]:.3f} | {BATCH / t["step_s"]:.0f} | {t["peak_mib"]:.0f} | '
-        f'{j["step_s"] / t["step_s"]:.2f} | {j["convs"]} | {_xla_columns(r)}')
+        f'{j["step_s"] / t["step_s"]:.2f} | {j["convs"]} | '
+        f'{_step(r.get("jax_xla"))} | {_ratio(r.get("jax_xla"), t)} | '
+        f'{_step(r.get("torch_malloc"))} | {_ratio(j, r.get("torch_malloc"))} |')
   return '\n'.join(lines)
 
 
@@ -150,18 +165,26 @@ def main(argv: list[str]) -> None:
     result = worker(NETWORKS[_NETWORK.value](), _SIZE.value, _STEPS.value)
     print(json.dumps({**result, 'peak_mib': _peak_mib()}))
     return
+  columns = {'jax': ('jax', {}),
+             'torch': ('torch', {'MEDNAS_KEEP_FREED_MEMORY': '0'})}
+  if _XLA_CONVS.value:
+    columns['jax_xla'] = ('jax', {'MEDNAS_CPU_CONV': 'xla'})
+  if _TORCH_MALLOC.value:
+    columns['torch_malloc'] = ('torch', {'MEDNAS_KEEP_FREED_MEMORY': '1'})
   rows = []
   for network in _NETWORKS.value or list(NETWORKS):
     for size in map(int, _SIZES.value):
-      row = {'network': network, 'size': size,
-             'jax': _measure('jax', network, size, _STEPS.value),
-             'torch': _measure('torch', network, size, _STEPS.value)}
-      if _XLA_CONVS.value:
-        row['jax_xla'] = _measure('jax', network, size, _STEPS.value, cpu_conv='xla')
+      row = {'network': network, 'size': size}
+      for _ in range(_REPEATS.value):
+        for column, (framework, env) in columns.items():
+          result = _measure(framework, network, size, _STEPS.value, **env)
+          best = row.get(column)
+          if not best or 'error' in best or result.get('step_s', float('inf')) < best['step_s']:
+            row[column] = result
       rows.append(row)
       print(_table([row]).splitlines()[-1], flush=True)
   meta = {'machine': platform.machine(), 'cpus': os.cpu_count(), 'batch': BATCH,
-          'channels': CHANNELS, 'steps': _STEPS.value}
+          'channels': CHANNELS, 'steps': _STEPS.value, 'repeats': _REPEATS.value}
   bench_results.write(_OUT_DIR.value, 'train_step', {'meta': meta, 'rows': rows}, _table(rows))
 
 

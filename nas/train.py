@@ -40,6 +40,7 @@ import models
 from models import compiler
 from models.genotype import AnyGenotype, Genotype, SegGenotype, TrainGenes
 from nas import distributed
+from nas import host_memory
 from nas import losses
 from nas import metrics as metrics_lib
 from nas import records
@@ -387,6 +388,7 @@ def train_and_evaluate(genotype: AnyGenotype, train: datasets.Split, val: datase
   `checkpoint_dir` and `train_cfg.checkpoint_every_epochs`, training state is saved there
   and a killed run continues from its last checkpoint, with the same result.
   """
+  host_memory.release_free_memory()  # what the previous candidate's steps left free
   start = time.monotonic()
   history: list[dict[str, float]] = []
   timing = {'compile': 0.0, 'compiled': False}

@@ -109,6 +109,13 @@ def test_bad_input_is_one_line(tmp_path, args, fragments):
   assert not (tmp_path / 'w' / 'trials.sqlite').exists()
 
 
+def test_bad_malloc_setting_is_one_line(tmp_path, monkeypatch):
+  monkeypatch.setenv('MEDNAS_KEEP_FREED_MEMORY', 'yes')
+  _assert_one_line_error(
+      _launch('--experiment=pso_synthetic', f'--workdir={tmp_path / "run"}'),
+      'MEDNAS_KEEP_FREED_MEMORY')
+
+
 def test_empty_data_directory_is_one_line(tmp_path):
   (tmp_path / 'data' / 'brain_tumor_mri').mkdir(parents=True)
   result = _launch('--experiment=pso_brain_mri', f'--data_dir={tmp_path / "data"}',
