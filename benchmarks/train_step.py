@@ -10,8 +10,8 @@ ratio, and by default the same JAX step with XLA's own convolutions instead of o
 (models.onednn). JAX runs `nas.train`'s real train step (augmentation, AdamW, BatchNorm
 state); PyTorch runs the twin network of `benchmarks.torch_reference` with AdamW,
 channels-last, as it comes, and with the malloc settings that MedNAS applies to itself
-(nas/host_memory.py), which speed PyTorch up too. Needs `pip install -r benchmarks/requirements.txt`. Writes train_step.json and
-train_step.md.
+(nas/host_memory.py), which speed PyTorch up too. Needs `pip install -r
+benchmarks/requirements.txt`. Writes train_step.json and train_step.md.
 """
 from __future__ import annotations
 
@@ -81,7 +81,8 @@ def _jax_worker(genotype: Genotype, size: int, steps: int) -> dict:
 
 
 def _torch_worker(genotype: Genotype, size: int, steps: int) -> dict:
-  from nas import host_memory  # pylint: disable=g-import-not-at-top,unused-import
+  # Importing nas applies its malloc settings unless MEDNAS_KEEP_FREED_MEMORY=0.
+  import nas  # pylint: disable=g-import-not-at-top,unused-import
   import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
