@@ -166,6 +166,8 @@ class Search:
       budget = min(budget, self.space.grid_size())
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', ng.errors.InefficientSettingsWarning)
+      # A point still untrainable after Nevergrad's redraws is stored as rejected, with why.
+      warnings.simplefilter('ignore', ng.errors.FailedConstraintWarning)
       optimizer = optimizers.make(
           cfg.optimizer, self.space.parametrization(self.config.seed), budget,
           cfg.population, cfg.options.to_dict(), grid=self.space.grid())

@@ -102,9 +102,20 @@ class SearchSpace:
     return [g for g, v in self.choices.items() if len(v) > 1]
 
   def parametrization(self, seed: int) -> ng.p.Array:
+    """The vector space, with `trainable` as a cheap constraint.
+
+    Nevergrad's optimizers then redraw a point whose network may not be trained before they
+    hand it out (DE is told such a point is infinitely bad, PSO moves the particle again), so
+    a search's budget is spent on networks it trains, whatever share of the space is over
+    the FLOP budget.
+    """
     param = ng.p.Array(shape=(max(1, len(self.searched)),))
     param.random_state.seed(seed)
+    param.register_cheap_constraint(self.trainable)
     return param
+
+  def trainable(self, vector: np.ndarray) -> bool:
+    return not self.violation(self.decode(vector))
 
   def genes(self, vector: np.ndarray) -> dict[str, Any]:
     """The value of every gene at a point of the search vector space."""

@@ -68,12 +68,17 @@ def test_duplicates_are_never_trained_again(tmp_path, calls):
       assert source.genotype_hash == trial.genotype_hash and source.loss == trial.loss
 
 
-def test_rejected_candidates_cost_no_training(tmp_path, calls):
+def test_untrainable_candidates_are_redrawn_or_rejected_untrained(tmp_path, calls):
   config = _config(optimizer='random', budget=24, population=4)
   config.data.image_size = 2  # two downsampling stages can shrink 2px below 1px
   config.space.update(num_cells=(1,), downsample=('max', 'none'))
   config.search.fidelity.rungs = ()
-  trials = _run(config, tmp_path, calls)
+  trials = _run(config, tmp_path / 'random', calls)
+  # Nevergrad redraws them, so the whole budget goes to networks that train.
+  assert len(trials) == 24 and {t.status for t in trials} <= {records.OK, records.DUPLICATE}
+  # A grid asks every point in turn, so it meets them: stored as rejected, never trained.
+  config.search.optimizer = 'grid'
+  trials = _run(config, tmp_path / 'grid', calls)
   rejected = [t for t in trials if t.status == records.REJECTED]
   assert rejected and all('feature map' in t.error for t in rejected)
   assert all(t.loss == config.search.penalty for t in rejected)

@@ -139,7 +139,7 @@ def _build_output_shape(genotype: Genotype, image_size: int):
 
 @pytest.mark.parametrize('name', sorted(n for n in optimizers.OPTIMIZERS if n != 'grid'))
 def test_every_optimizer_searches_the_space(name):
-  """1,000 candidates decode; constraints agree with the analytic sizes; valid ones build."""
+  """1,000 candidates decode, all trainable (the optimizer redraws the rest); they build."""
   space = _space(image_size=28)
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', ng.errors.InefficientSettingsWarning)
@@ -155,14 +155,13 @@ def test_every_optimizer_searches_the_space(name):
         hashes.add(genotype.hash)
         if reason:
           invalid += 1
-          assert min(models.counting.feature_sizes(genotype, 28)) < 1
         else:
           valid.append(genotype)
         # A loss that rewards small, valid networks, so adaptive optimizers move.
         loss = 1.0 if reason else sum(s.num_cells * s.width for s in genotype.stages) / 1e3
         optimizer.tell(candidate, loss)
-  assert valid, f'{name} proposed no valid genotype'
-  assert invalid < 900, f'{name} proposed {invalid} invalid genotypes out of 1000'
+  # The parametrization's cheap constraint makes the optimizer redraw them.
+  assert invalid == 0, f'{name} proposed {invalid} untrainable genotypes out of 1000'
   assert len(hashes) > 5, f'{name} proposed only {len(hashes)} distinct genotypes'
   rng = np.random.default_rng(0)
   for genotype in rng.choice(valid, size=min(3, len(valid)), replace=False):
