@@ -309,7 +309,9 @@ def _test_summary(winner: pd.Series, names: Sequence[str]) -> str:
   parts = [f'{_NAMES.get(n, n)} '
            f'{_fmt_mean_std(winner[f"test_{n}_mean"], winner[f"test_{n}_std"], _DIGITS.get(n, 4))}'
            for n in names]
-  return ', '.join(parts) + f' (mean ± std over n={winner.final_seeds} seeds)'
+  seeds = ('one seed' if winner.final_seeds == 1
+           else f'mean ± std over n={winner.final_seeds} seeds')
+  return ', '.join(parts) + f' ({seeds})'
 
 
 def _header(run: Run, board: pd.DataFrame) -> list[tuple[str, str]]:
@@ -391,7 +393,12 @@ def _measured_row(run: Run, board: pd.DataFrame, entry: dict[str, Any]) -> list[
   tested = _tested(run, winner)
   values = [_fmt_unit(*_mean_std([_value(t, key) for t in tested]), entry['unit'])
             for key, _ in entry['metrics']]
-  notes = f'mean ± std over {len(tested)} seeds' if tested else 'no final test yet'
+  if not tested:
+    notes = 'no final test yet'
+  elif len(tested) == 1:
+    notes = 'one seed'
+  else:
+    notes = f'mean ± std over {len(tested)} seeds'
   if winner is not None and winner.params > 0:  # published rows name their sizes in notes
     notes += f'; {_fmt_count(winner.params)} parameters'
   return [f'MedNAS winner: {run.label}', *values, 'official test split', run.image_size, notes]

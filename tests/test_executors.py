@@ -9,13 +9,14 @@ def _trials(workdir):
 
 
 # local without compiling ahead: the shared search compiles the next candidates in a thread.
+# Executors run the search only, so these runs skip the final stage (top_k=0).
 @pytest.mark.parametrize('kind', ['local', 'process', 'dask', 'slurm'])
 def test_executor_gives_the_same_trials_as_local(tmp_path, small_search, kind):
   kill_resume.run_search(
       str(tmp_path / 'run'), small_search.env,
       small_search.args + (f'--config.executor.kind={kind}', '--config.executor.workers=2',
                            '--config.executor.slurm.cluster=local',
-                           '--config.executor.compile_ahead=0'))
+                           '--config.executor.compile_ahead=0', '--config.final.top_k=0'))
   local, trials = _trials(small_search.workdir), _trials(tmp_path / 'run')
   assert [t[:4] for t in trials] == [t[:4] for t in local]
   assert [t[4] for t in trials] == pytest.approx([t[4] for t in local], abs=1e-6)

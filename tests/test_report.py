@@ -77,7 +77,7 @@ def _config(optimizer: str, seed: int) -> str:
 
 
 def _make_search(workdir, optimizer: str = 'pso', seed: int = 0, ok: bool = True,
-                 finals: bool = True) -> str:
+                 finals: bool = True, winner_test_accuracy=WINNER_TEST_ACCURACY) -> str:
   """A small search: G1 ok at 3 and 9 epochs, G2 and G3 ok, a duplicate, a failure, a rejection."""
   with store.TrialStore.create(
       str(workdir), experiment='pso_brain_mri', config=_config(optimizer, seed),
@@ -95,7 +95,7 @@ def _make_search(workdir, optimizer: str = 'pso', seed: int = 0, ok: bool = True
     for trial in trials:
       s.add_trial(trial)
     if ok and finals:
-      for seed_, accuracy in enumerate(WINNER_TEST_ACCURACY):
+      for seed_, accuracy in enumerate(winner_test_accuracy):
         s.add_final(_final(G1, seed_, accuracy))
       s.add_final(_final(G2, 0, 0.80))
   return str(workdir)
@@ -230,6 +230,12 @@ def test_reads_while_a_search_is_writing(tmp_path):
     writer.execute('ROLLBACK')
     writer.close()
   assert len(board) == 3
+
+
+def test_a_winner_tested_with_one_seed_is_not_a_mean(tmp_path):
+  written = report.write_report([_make_search(tmp_path / 'pso0', winner_test_accuracy=(0.9,))])
+  page = _read(written['report.html'])
+  assert 'one seed' in page and 'mean ± std over' not in page
 
 
 def test_anchors_hold_every_published_table():
