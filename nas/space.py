@@ -115,6 +115,7 @@ class SearchSpace:
     return param
 
   def trainable(self, vector: np.ndarray) -> bool:
+    """Whether the network at this point may be trained: the optimizers' cheap constraint."""
     return not self.violation(self.decode(vector))
 
   def genes(self, vector: np.ndarray) -> dict[str, Any]:
