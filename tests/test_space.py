@@ -155,11 +155,13 @@ def test_every_optimizer_searches_the_space(name):
         hashes.add(genotype.hash)
         if reason:
           invalid += 1
+          assert min(models.counting.feature_sizes(genotype, 28)) < 1
         else:
           valid.append(genotype)
         # A loss that rewards small, valid networks, so adaptive optimizers move.
         loss = 1.0 if reason else sum(s.num_cells * s.width for s in genotype.stages) / 1e3
         optimizer.tell(candidate, loss)
+  assert valid, f'{name} proposed no valid genotype'
   # The parametrization's cheap constraint makes the optimizer redraw them.
   assert invalid == 0, f'{name} proposed {invalid} untrainable genotypes out of 1000'
   assert len(hashes) > 5, f'{name} proposed only {len(hashes)} distinct genotypes'
