@@ -84,6 +84,8 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
                                 # async: keep executor.slots training, tell each as it ends
       options=ml_collections.ConfigDict(),  # optimizer settings, e.g. popsize, omega, phip, phig
       population=8,             # candidates asked per batch (the swarm / population size)
+      shared_start=True,        # first population drawn from the seed alone, the same for
+                                # every optimizer (nas.space.SearchSpace.first_generation)
       budget=32,                # candidates asked in all, duplicates included (untrainable ones are redrawn)
       time_budget_s=0.0,        # stop asking after this much wall time; 0 = none
       metric='accuracy',        # fitness = 1 - this validation metric

@@ -3,7 +3,8 @@
   python launch.py --study=compare_optimizers_brain_mri --preset=quick --workdir=runs/cmp \
       [--optimizers=pso,de,ga,cma,random] [--seeds=3] [--config.search.budget=20]
 
-Every run is the study's experiment (pso_<task>) with `search.optimizer` and `seed` set,
+Every run is the study's experiment (pso_<task>) with `search.optimizer` and `seed` set (at
+one seed, every optimizer starts from the same first population: `search.shared_start`),
 trained by `launch.run_experiment` in `<workdir>/<optimizer>-seed<seed>/` as if launched by
 hand (each has its own leaderboard and report, and `--resume` works on it). Overrides apply to
 every run, so every optimizer asks the same number of candidates. A run that finished is

@@ -5,7 +5,7 @@ asked per batch, also Nevergrad's `num_workers`) and the config's `search.option
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import nevergrad as ng
 import numpy as np
@@ -98,12 +98,20 @@ def _grid_points(options: dict[str, Any], budget: int,
 
 
 def make(name: str, parametrization: ng.p.Array, budget: int, population: int,
-         options: dict[str, Any], grid: Iterator[np.ndarray] | None = None):
-  """An optimizer with Nevergrad's ask/tell interface, seeded by the parametrization."""
+         options: dict[str, Any], grid: Iterator[np.ndarray] | None = None,
+         start: Sequence[np.ndarray] = ()):
+  """An optimizer with Nevergrad's ask/tell interface, seeded by the parametrization.
+
+  Its first asks return the points of `start`, in order (a grid asks its own points); told,
+  they seed its population as its own first draws would.
+  """
   if name not in OPTIMIZERS:
     raise errors.UserError(
         f'unknown optimizer {name!r}; choose one of {", ".join(sorted(OPTIMIZERS))}')
   if name == 'grid':
     return GridSearch(parametrization, _grid_points(options, budget, grid))
   factory = OPTIMIZERS[name](population, dict(options))
-  return factory(parametrization, budget=budget, num_workers=population)
+  optimizer = factory(parametrization, budget=budget, num_workers=population)
+  for point in reversed(start):  # Nevergrad asks suggestions last in, first out
+    optimizer.suggest(point)
+  return optimizer

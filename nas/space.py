@@ -26,6 +26,9 @@ from scipy import special
 from models import counting
 from models.genotype import AnyGenotype, DecoderStage, Genotype, SegGenotype, Stage, TrainGenes
 
+# Draws per point of a shared first generation before giving up on a mostly untrainable space.
+_FIRST_GENERATION_DRAWS = 500
+
 # Gene name -> the config field listing its allowed values.
 _GLOBAL_GENES = {
     'stem_width': 'stem_widths',
@@ -117,6 +120,25 @@ class SearchSpace:
   def trainable(self, vector: np.ndarray) -> bool:
     """Whether the network at this point may be trained: the optimizers' cheap constraint."""
     return not self.violation(self.decode(vector))
+
+  def first_generation(self, seed: int, size: int) -> list[np.ndarray]:
+    """`size` trainable points drawn from `seed` alone, whichever optimizer will ask them.
+
+    Optimizers given these as their first generation start from the same networks at one
+    seed, so an optimizer study compares what each does next, not how lucky its first draw
+    was. Standard normal draws, as the optimizers' own; a space with almost no trainable
+    point may give fewer, and the optimizer then draws the rest itself.
+    """
+    rng = np.random.default_rng(seed)
+    dimension = max(1, len(self.searched))
+    points = []
+    for _ in range(_FIRST_GENERATION_DRAWS * size):
+      if len(points) == size:
+        break
+      point = rng.standard_normal(dimension)
+      if self.trainable(point):
+        points.append(point)
+    return points
 
   def genes(self, vector: np.ndarray) -> dict[str, Any]:
     """The value of every gene at a point of the search vector space."""

@@ -85,6 +85,23 @@ def test_untrainable_candidates_are_redrawn_or_rejected_untrained(tmp_path, call
   assert {t.genotype_hash for t in rejected}.isdisjoint(h for h, _ in calls)
 
 
+def test_optimizers_start_from_the_seeds_first_generation(tmp_path, calls):
+  """At one seed PSO, DE and random search train the same first population, then part ways."""
+  def asked(optimizer, seed):
+    config = _config(optimizer=optimizer, budget=12, population=4)
+    config.seed = seed
+    config.data.image_size = 2  # a space where some points cannot train, as the redraws meet
+    config.space.update(num_cells=(1,), downsample=('max', 'none'))
+    config.search.fidelity.rungs = ()
+    trials = _run(config, tmp_path / f'{optimizer}-{seed}', calls)
+    return [t.genotype_hash for t in sorted(trials, key=lambda t: t.ask_index)]
+
+  runs = {optimizer: asked(optimizer, seed=0) for optimizer in ('pso', 'de', 'random')}
+  assert runs['pso'][:4] == runs['de'][:4] == runs['random'][:4]
+  assert len({tuple(hashes[4:]) for hashes in runs.values()}) == 3
+  assert asked('pso', seed=1)[:4] != runs['pso'][:4]
+
+
 def test_successive_halving_promotes_the_best(tmp_path, calls):
   config = _config(optimizer='random', budget=8, population=4)
   config.search.fidelity.update(rungs=(1, 3), eta=2)
