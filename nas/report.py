@@ -305,13 +305,16 @@ def _wall_time(run: Run) -> str:
 
 
 def _test_summary(winner: pd.Series, names: Sequence[str]) -> str:
-  """E.g. 'accuracy 0.9300 ± 0.0361, AUC 0.97 ... (mean ± std over n=3 seeds)'."""
+  """E.g. 'accuracy 0.9300 ± 0.0361, AUC 0.97 ... (mean ± std over 3 seeds)'."""
   parts = [f'{_NAMES.get(n, n)} '
            f'{_fmt_mean_std(winner[f"test_{n}_mean"], winner[f"test_{n}_std"], _DIGITS.get(n, 4))}'
            for n in names]
-  seeds = ('one seed' if winner.final_seeds == 1
-           else f'mean ± std over n={winner.final_seeds} seeds')
-  return ', '.join(parts) + f' ({seeds})'
+  return ', '.join(parts) + f' ({_over_seeds(winner.final_seeds)})'
+
+
+def _over_seeds(n: int) -> str:
+  """How a test number of n final seeds was summarised."""
+  return 'one seed' if n == 1 else f'mean ± std over {n} seeds'
 
 
 def _header(run: Run, board: pd.DataFrame) -> list[tuple[str, str]]:
@@ -338,7 +341,7 @@ def _header(run: Run, board: pd.DataFrame) -> list[tuple[str, str]]:
       fields.append(('Final test without leaked images',
                      f'{_NAMES[names[0]]} {_fmt_mean_std(mean, std)} on the '
                      f'{deduplicated[0]["num_examples"]} test images that have no near '
-                     f'duplicate in the training split (n={len(deduplicated)} seeds)'))
+                     f'duplicate in the training split ({_over_seeds(len(deduplicated))})'))
   else:
     fields.append(('Final test', 'not yet: no genotype has been retrained and tested'))
   return fields
@@ -393,12 +396,7 @@ def _measured_row(run: Run, board: pd.DataFrame, entry: dict[str, Any]) -> list[
   tested = _tested(run, winner)
   values = [_fmt_unit(*_mean_std([_value(t, key) for t in tested]), entry['unit'])
             for key, _ in entry['metrics']]
-  if not tested:
-    notes = 'no final test yet'
-  elif len(tested) == 1:
-    notes = 'one seed'
-  else:
-    notes = f'mean ± std over {len(tested)} seeds'
+  notes = _over_seeds(len(tested)) if tested else 'no final test yet'
   if winner is not None and winner.params > 0:  # published rows name their sizes in notes
     notes += f'; {_fmt_count(winner.params)} parameters'
   return [f'MedNAS winner: {run.label}', *values, 'official test split', run.image_size, notes]

@@ -145,7 +145,7 @@ def test_markdown_header_and_summary(written):
                    '7 trials: 4 ok, 1 failed, 1 rejected, 1 duplicate',
                    '3 distinct genotypes trained ok', '**Wall time:** 3.0 h',
                    'accuracy 0.9300 ± 0.0361',
-                   'n=3 seeds'):
+                   'over 3 seeds'):
     assert expected in text
   # Descriptions are full of '|': escaped, they stay inside their table cell.
   lines = text.splitlines()
