@@ -36,7 +36,9 @@ def ranking(trials: list[records.Trial]) -> list[records.Trial]:
   """One trial per scored genotype, best first: highest fidelity reached, then lowest loss.
 
   Successive halving only promotes the best, so a genotype that reached a higher rung beat
-  every one that did not; losses are compared within a fidelity, never across.
+  every one that did not; losses are compared within a fidelity, never across. Of equal
+  losses the smaller network ranks first, as on the leaderboard (`nas.report.leaderboard`),
+  so the genotype retrained as rank 1 is the one the leaderboard shows as rank 1.
   """
   best: dict[str, records.Trial] = {}
   for trial in trials:
@@ -45,7 +47,7 @@ def ranking(trials: list[records.Trial]) -> list[records.Trial]:
     held = best.get(trial.genotype_hash)
     if held is None or (trial.fidelity, -trial.loss) > (held.fidelity, -held.loss):
       best[trial.genotype_hash] = trial
-  return sorted(best.values(), key=lambda t: (-t.fidelity, t.loss, t.ask_index))
+  return sorted(best.values(), key=lambda t: (-t.fidelity, t.loss, t.params, t.ask_index))
 
 
 def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: TrialStore,

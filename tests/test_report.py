@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from models import genotype as genotype_lib
+from nas import final
 from nas import metrics
 from nas import records
 from nas import report
@@ -99,6 +100,21 @@ def _make_search(workdir, optimizer: str = 'pso', seed: int = 0, ok: bool = True
         s.add_final(_final(G1, seed_, accuracy))
       s.add_final(_final(G2, 0, 0.80))
   return str(workdir)
+
+
+def test_leaderboard_ranks_first_the_genotype_the_final_stage_retrains(tmp_path):
+  """Equal validation metrics at one fidelity: both put the smaller network first."""
+  trials = [_trial(0, G3, records.OK, 3, 0.85), _trial(1, G1, records.OK, 3, 0.85),
+            _trial(2, G2, records.OK, 3, 0.80)]
+  assert trials[1].params < trials[0].params
+  with store.TrialStore.create(str(tmp_path), experiment='pso_brain_mri',
+                               config=_config('pso', 0), class_names=json.dumps(CLASSES),
+                               started=str(time.time())) as s:
+    for trial in trials:
+      s.add_trial(trial)
+  board = report.leaderboard(report.load_run(str(tmp_path)))
+  assert [t.genotype_hash for t in final.ranking(trials)] == list(board.genotype_hash)
+  assert board.genotype_hash[0] == G1.hash
 
 
 def _read(path: str) -> str:
