@@ -5,6 +5,11 @@ followed by a genetic algorithm. Unpublished details are assumed: each phase get
 budget (optimizer 'de_ga', a Nevergrad chaining of DE and the GA of nas/optimizers.py), and
 the search space, population, budget, rungs, training and final stage are those of
 pso_brain_mri at every preset, so that the two protocols' optimizers compare on equal terms.
+Nevergrad's chaining tells the GA every result of the DE phase, but the GA asks its own first
+population of random draws before it evolves, and the shared first population
+(`search.shared_start`) fills DE's first generation. So DE evolves only where half the budget
+exceeds one population, and the GA's first population is random: at the quick and cpu
+presets (10 of 6, 20 of 10) every candidate is a random draw, as in random_brain_mri.
 """
 import ml_collections
 
