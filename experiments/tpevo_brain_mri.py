@@ -1,9 +1,11 @@
 """TPEvo-CNN (Ghosh 2023): differential evolution, then a genetic algorithm, on brain MRI.
 
-TPEvo-CNN searches CNN architectures in two evolutionary phases, differential evolution
-followed by a genetic algorithm. Unpublished details are assumed: each phase gets half of the
-budget (optimizer 'de_ga', a Nevergrad chaining of DE and the GA of nas/optimizers.py), and
-the search space, population, budget, rungs, training and final stage are those of
+TPEvo-CNN searches CNN architectures in two evolutionary phases: differential evolution
+chooses the number of layers, then a genetic algorithm (crossover, mutation, elitist
+selection) tunes the hyperparameters of that layered architecture. Here both phases search
+every gene of pso_brain_mri's space (not yet the paper's split of depth, then the rest), each
+phase gets half of the budget (optimizer 'de_ga', a Nevergrad chaining of DE and the GA of
+nas/optimizers.py), and the population, budget, rungs, training and final stage are those of
 pso_brain_mri at every preset, so that the two protocols' optimizers compare on equal terms.
 Nevergrad's chaining tells the GA every result of the DE phase, but the GA asks its own first
 population of random draws before it evolves, and the shared first population
