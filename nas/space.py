@@ -104,6 +104,11 @@ class SearchSpace:
     """The genes with more than one allowed value."""
     return [g for g, v in self.choices.items() if len(v) > 1]
 
+  @property
+  def dimension(self) -> int:
+    """Coordinates of the search vector: one per searched gene, one if none is searched."""
+    return max(1, len(self.searched))
+
   def parametrization(self, seed: int) -> ng.p.Array:
     """The vector space, with `trainable` as a cheap constraint.
 
@@ -112,7 +117,7 @@ class SearchSpace:
     a search's budget is spent on networks it trains, whatever share of the space is over
     the FLOP budget.
     """
-    param = ng.p.Array(shape=(max(1, len(self.searched)),))
+    param = ng.p.Array(shape=(self.dimension,))
     param.random_state.seed(seed)
     param.register_cheap_constraint(self.trainable)
     return param
@@ -130,12 +135,11 @@ class SearchSpace:
     point may give fewer, and the optimizer then draws the rest itself.
     """
     rng = np.random.default_rng(seed)
-    dimension = max(1, len(self.searched))
     points = []
     for _ in range(_FIRST_GENERATION_DRAWS * size):
       if len(points) == size:
         break
-      point = rng.standard_normal(dimension)
+      point = rng.standard_normal(self.dimension)
       if self.trainable(point):
         points.append(point)
     return points
