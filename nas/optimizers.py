@@ -1,16 +1,20 @@
 """Optimizer registry: names in experiment configs -> Nevergrad optimizers.
 
-Each factory takes the parametrization, the evaluation budget, the population (candidates
-asked per batch, also Nevergrad's `num_workers`) and the config's `search.options`.
+Each factory takes the population (candidates asked per batch, also Nevergrad's
+`num_workers`) and the config's `search.options`, and returns a Nevergrad optimizer family.
+Two optimizers are not one Nevergrad family: a grid (GridSearch) and TPEvo-CNN's two phases
+(DepthThenGenes), each a class with Nevergrad's ask/tell interface.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterator, Sequence
 
 import nevergrad as ng
 import numpy as np
 
 from nas import errors
+from nas import space as space_lib
 
 
 def _pso(population: int, options: dict[str, Any]):
@@ -35,11 +39,6 @@ def _cma(population: int, options: dict[str, Any]):
   return ng.families.ParametrizedCMA(popsize=population, **options)
 
 
-def _de_ga(population: int, options: dict[str, Any]):
-  """Differential evolution for the first half of the budget, then a genetic algorithm (TPEvo)."""
-  return ng.families.Chaining([_de(population, options), _ga(population, {})], ['half'])
-
-
 def _registered(name: str):
   def factory(population: int, options: dict[str, Any]):
     del population  # these optimizers size their own batches from num_workers
@@ -54,13 +53,13 @@ OPTIMIZERS: dict[str, Callable[[int, dict[str, Any]], Any]] = {
     'twopointsde': _twopointsde,
     'ga': _ga,
     'cma': _cma,
-    'de_ga': _de_ga,
     'oneplusone': _registered('OnePlusOne'),
     'discrete_oneplusone': _registered('DiscreteOnePlusOne'),
     'portfolio_discrete_oneplusone': _registered('PortfolioDiscreteOnePlusOne'),
     'ngopt': _registered('NGOpt'),
     'random': _registered('RandomSearch'),
     'grid': None,  # exhaustive enumeration, or a declared list of points; see GridSearch
+    'tpevo': None,  # DE over the depth, then a GA over the other genes; see DepthThenGenes
 }
 
 
@@ -82,6 +81,87 @@ class GridSearch:
     del candidate, loss  # a grid does not adapt
 
 
+class DepthThenGenes:
+  """TPEvo-CNN's two phases (Ghosh et al. 2023): DE chooses the depth, then a GA the rest.
+
+  Phase one, the first half of the budget rounded to whole populations, runs differential
+  evolution over the depth genes (every `*.num_cells`) with each other gene at its middle
+  value (vector coordinate 0; the paper does not say which values the other hyperparameters
+  take meanwhile). Phase two runs the GA of `_ga` over the other genes with the depth fixed
+  at phase one's best (lowest loss told; the first of equals); that network joins the GA's
+  first population as told, without training again. Each phase's optimizer sees only its own coordinates, and the space's `trainable`
+  check of the whole vector is its cheap constraint, so both redraw untrainable points. A
+  shared first population gives each phase its own coordinates of those points.
+  """
+
+  def __init__(self, space: space_lib.SearchSpace, seed: int, budget: int, population: int,
+               options: dict[str, Any], start: Sequence[np.ndarray]):
+    depth = [i for i, gene in enumerate(space.searched) if gene.endswith('.num_cells')]
+    self._genes = [i for i in range(len(space.searched)) if i not in depth]
+    if not depth or not self._genes:
+      raise errors.UserError(
+          'optimizer tpevo searches the depth, then the other genes: give space.num_cells and '
+          'at least one other gene of the space more than one value')
+    self._space, self._seed, self._population = space, seed, population
+    self._budget, self._start = budget, start
+    self.parametrization = space.parametrization(seed)
+    self._phase_one_budget = min(budget, population * max(1, round(budget / 2 / population)))
+    self._base = np.zeros(space.dimension)
+    self._coordinates = depth
+    self._de = self._phase = self._sub_optimizer(_de(population, dict(options)),
+                                                 self._phase_one_budget)
+    self._phase_one: list[tuple[Any, np.ndarray]] = []  # (loss, vector) of DE's tells
+    self._asked: dict[str, Any] = {}  # candidate uid -> (its phase's optimizer, candidate)
+    self._num_asked = 0
+
+  def _sub_optimizer(self, family, budget: int):
+    """`family` over the current phase's coordinates, the others fixed at `self._base`."""
+    base, coordinates = self._base.copy(), self._coordinates
+    param = ng.p.Array(shape=(len(coordinates),))
+    param.random_state.seed(self._seed)
+    param.register_cheap_constraint(functools.partial(self._trainable, base, coordinates))
+    optimizer = family(param, budget=budget, num_workers=self._population)
+    start = [point[coordinates] for point in self._start
+             if self._trainable(base, coordinates, point[coordinates])]
+    return _with_start(optimizer, start)
+
+  def _trainable(self, base: np.ndarray, coordinates: list[int], values: np.ndarray) -> bool:
+    return self._space.trainable(_compose(base, coordinates, values))
+
+  def _start_phase_two(self) -> None:
+    if not self._phase_one:
+      raise errors.UserError(
+          'optimizer tpevo fixes the depth at the best result of its first phase, and none '
+          'was told yet: use search.mode=sync, or fewer workers than half the budget')
+    loss, best = min(self._phase_one, key=lambda told: np.ravel(told[0])[0])
+    self._base, self._coordinates = best, self._genes
+    self._phase = self._sub_optimizer(_ga(self._population, {}),
+                                      self._budget - self._phase_one_budget)
+    self._phase.tell(self._phase.parametrization.spawn_child(new_value=best[self._genes]), loss)
+
+  def ask(self):
+    if self._num_asked == self._phase_one_budget:
+      self._start_phase_two()
+    self._num_asked += 1
+    sub = self._phase.ask()
+    candidate = self.parametrization.spawn_child(
+        new_value=_compose(self._base, self._coordinates, sub.value))
+    self._asked[candidate.uid] = (self._phase, sub)
+    return candidate
+
+  def tell(self, candidate, loss) -> None:
+    phase, sub = self._asked.pop(candidate.uid)
+    phase.tell(sub, loss)
+    if phase is self._de:
+      self._phase_one.append((loss, candidate.value))
+
+
+def _compose(base: np.ndarray, coordinates: list[int], values: np.ndarray) -> np.ndarray:
+  vector = base.copy()
+  vector[coordinates] = values
+  return vector
+
+
 def _grid_points(options: dict[str, Any], budget: int,
                  grid: Iterator[np.ndarray] | None) -> Iterator[np.ndarray]:
   unknown = set(options) - {'points'}
@@ -97,10 +177,9 @@ def _grid_points(options: dict[str, Any], budget: int,
   return iter(points)
 
 
-def make(name: str, parametrization: ng.p.Array, budget: int, population: int,
-         options: dict[str, Any], grid: Iterator[np.ndarray] | None = None,
-         start: Sequence[np.ndarray] = ()):
-  """An optimizer with Nevergrad's ask/tell interface, seeded by the parametrization.
+def make(name: str, space: space_lib.SearchSpace, seed: int, budget: int, population: int,
+         options: dict[str, Any], start: Sequence[np.ndarray] = ()):
+  """An optimizer over `space` with Nevergrad's ask/tell interface, seeded by `seed`.
 
   Its first asks return the points of `start`, in order (a grid asks its own points); told,
   they seed its population as its own first draws would.
@@ -108,10 +187,16 @@ def make(name: str, parametrization: ng.p.Array, budget: int, population: int,
   if name not in OPTIMIZERS:
     raise errors.UserError(
         f'unknown optimizer {name!r}; choose one of {", ".join(sorted(OPTIMIZERS))}')
+  parametrization = space.parametrization(seed)
   if name == 'grid':
-    return GridSearch(parametrization, _grid_points(options, budget, grid))
-  factory = OPTIMIZERS[name](population, dict(options))
-  optimizer = factory(parametrization, budget=budget, num_workers=population)
+    return GridSearch(parametrization, _grid_points(options, budget, space.grid()))
+  if name == 'tpevo':
+    return DepthThenGenes(space, seed, budget, population, options, start)
+  return _with_start(OPTIMIZERS[name](population, dict(options))(
+      parametrization, budget=budget, num_workers=population), start)
+
+
+def _with_start(optimizer, start: Sequence[np.ndarray]):
   for point in reversed(start):  # Nevergrad asks suggestions last in, first out
     optimizer.suggest(point)
   return optimizer

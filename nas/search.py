@@ -170,9 +170,8 @@ class Search:
       warnings.simplefilter('ignore', ng.errors.FailedConstraintWarning)
       start = (self.space.first_generation(self.config.seed, min(cfg.population, budget))
                if cfg.shared_start else [])
-      optimizer = optimizers.make(
-          cfg.optimizer, self.space.parametrization(self.config.seed), budget,
-          cfg.population, cfg.options.to_dict(), grid=self.space.grid(), start=start)
+      optimizer = optimizers.make(cfg.optimizer, self.space, self.config.seed, budget,
+                                  cfg.population, cfg.options.to_dict(), start=start)
       getattr(self, _LOOPS[cfg.mode])(optimizer, budget)
     return self.store.trials()
 

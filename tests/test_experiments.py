@@ -79,9 +79,9 @@ def test_every_experiment_proposes_a_network_at_every_preset(name):
     space = _space(config)
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', ng.errors.InefficientSettingsWarning)
-      optimizer = optimizers.make(config.search.optimizer, space.parametrization(config.seed),
+      optimizer = optimizers.make(config.search.optimizer, space, config.seed,
                                   config.search.budget, config.search.population,
-                                  config.search.options.to_dict(), grid=space.grid())
+                                  config.search.options.to_dict())
       genotype = space.decode(optimizer.ask().value)
     stages = genotype.encoder if hasattr(genotype, 'encoder') else genotype.stages
     assert len(stages) == config.space.num_stages, (name, preset)
@@ -108,7 +108,7 @@ def test_registry_skips_shared_modules():
 def test_baselines_search_what_their_pso_experiment_searches(preset):
   """Random search (and TPEvo's optimizer) differ from PSO in the optimizer alone."""
   for pso, other, optimizer in [('pso_brain_mri', 'random_brain_mri', 'random'),
-                                ('pso_brain_mri', 'tpevo_brain_mri', 'de_ga'),
+                                ('pso_brain_mri', 'tpevo_brain_mri', 'tpevo'),
                                 ('pso_pneumoniamnist', 'random_pneumoniamnist', 'random'),
                                 ('pso_breastmnist', 'random_breastmnist', 'random'),
                                 ('pso_kvasir_seg', 'random_kvasir_seg', 'random')]:
@@ -142,7 +142,7 @@ def test_zoo_trains_the_reference_networks():
   config = experiments.get_config('zoo_brain_mri', 'smoke')
   space = space_lib.SearchSpace(config.space, config.data.image_size, config.data.channels,
                                 num_classes=4)
-  optimizer = optimizers.make('grid', space.parametrization(0), config.search.budget,
+  optimizer = optimizers.make('grid', space, 0, config.search.budget,
                               config.search.population, config.search.options.to_dict())
   assert config.search.budget == config.final.top_k == len(zoo.ZOO)
   for make in zoo.ZOO.values():
@@ -159,4 +159,4 @@ def test_grid_points_refuse_a_larger_budget():
   config = experiments.get_config('zoo_brain_mri', 'smoke')
   space = space_lib.SearchSpace(config.space, 32, 1, num_classes=4)
   with pytest.raises(errors.UserError, match='more candidates than the 5 points'):
-    optimizers.make('grid', space.parametrization(0), 6, 5, config.search.options.to_dict())
+    optimizers.make('grid', space, 0, 6, 5, config.search.options.to_dict())

@@ -134,7 +134,7 @@ def _key(trials):
   return sorted((t.ask_index, t.fidelity, t.genotype_hash, t.status, t.loss) for t in trials)
 
 
-@pytest.mark.parametrize('optimizer', ['pso', 'de', 'ga'])
+@pytest.mark.parametrize('optimizer', ['pso', 'de', 'ga', 'tpevo'])
 def test_resumed_search_equals_uninterrupted(tmp_path, calls, optimizer):
   config = _config(optimizer=optimizer, budget=16, population=4)
   reference = _run(config, tmp_path / 'reference', calls)

@@ -283,7 +283,7 @@ def test_optimizers_search_the_segmentation_space(name):
   space = _space(image_size=32)
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', ng.errors.InefficientSettingsWarning)
-    optimizer = optimizers.make(name, space.parametrization(seed=0), budget=60,
+    optimizer = optimizers.make(name, space, seed=0, budget=60,
                                 population=6, options={})
     hashes = set()
     for _ in range(60):

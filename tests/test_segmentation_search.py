@@ -118,7 +118,7 @@ def test_zoo_experiment_trains_the_reference_unet():
   for preset in ('smoke', 'cpu'):
     config = experiments.get_config('zoo_kvasir_seg', preset)
     space = space_lib.SegmentationSpace(config.space, config.data.image_size, 3, num_classes=2)
-    optimizer = optimizers.make('grid', space.parametrization(0), config.search.budget,
+    optimizer = optimizers.make('grid', space, 0, config.search.budget,
                                 config.search.population, config.search.options.to_dict())
     genotype = space.decode(optimizer.ask().value)
     assert not space.violation(genotype)

@@ -13,6 +13,7 @@ import pytest
 from experiments import common
 import models
 from models.genotype import Genotype, Stage, TrainGenes
+from nas import errors
 from nas import optimizers
 from nas import space as space_lib
 
@@ -137,13 +138,46 @@ def _build_output_shape(genotype: Genotype, image_size: int):
   return out.shape
 
 
+def test_tpevo_chooses_the_depth_then_the_other_genes():
+  """Phase one varies the cells per stage alone; phase two keeps phase one's best depth."""
+  space = _space()
+  depth_genes = [g for g in space.searched if g.endswith('.num_cells')]
+  middle = {g: v for g, v in space.genes(np.zeros(space.dimension)).items()
+            if g not in depth_genes}
+  start = space.first_generation(seed=0, size=5)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', ng.errors.InefficientSettingsWarning)
+    optimizer = optimizers.make('tpevo', space, seed=0, budget=20, population=5, options={},
+                                start=start)
+    asked = []
+    for _ in range(4):
+      batch = [optimizer.ask() for _ in range(5)]
+      for candidate in batch:
+        genes = space.genes(candidate.value)
+        depth = tuple(genes[g] for g in depth_genes)
+        # Deeper is worse, so DE has a direction and phase one a unique best.
+        loss = sum(depth) + 0.1 * sum(i * d for i, d in enumerate(depth))
+        optimizer.tell(candidate, loss)
+        asked.append((loss, depth, {g: v for g, v in genes.items() if g not in depth_genes}))
+  phase_one, phase_two = asked[:10], asked[10:]
+  assert all(others == middle for _, _, others in phase_one)
+  assert [d for _, d, _ in phase_one[:5]] == [
+      tuple(space.genes(p)[g] for g in depth_genes) for p in start]
+  assert len({d for _, d, _ in phase_one}) > 5
+  best_depth = min(phase_one, key=lambda told: told[0])[1]
+  assert all(d == best_depth for _, d, _ in phase_two)
+  assert len({json.dumps(others, sort_keys=True) for _, _, others in phase_two}) == 10
+  with pytest.raises(errors.UserError, match='space.num_cells'):
+    optimizers.make('tpevo', _space(num_cells=(1,)), 0, 20, 5, {})
+
+
 @pytest.mark.parametrize('name', sorted(n for n in optimizers.OPTIMIZERS if n != 'grid'))
 def test_every_optimizer_searches_the_space(name):
   """1,000 candidates decode, all trainable (the optimizer redraws the rest); they build."""
   space = _space(image_size=28)
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', ng.errors.InefficientSettingsWarning)
-    optimizer = optimizers.make(name, space.parametrization(seed=0), budget=1000,
+    optimizer = optimizers.make(name, space, seed=0, budget=1000,
                                 population=10, options={})
     valid, invalid, hashes = [], 0, set()
     for _ in range(100):
