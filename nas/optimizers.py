@@ -178,11 +178,12 @@ def _grid_points(options: dict[str, Any], budget: int,
 
 
 def make(name: str, space: space_lib.SearchSpace, seed: int, budget: int, population: int,
-         options: dict[str, Any], start: Sequence[np.ndarray] = ()):
+         options: dict[str, Any], shared_start: bool = False):
   """An optimizer over `space` with Nevergrad's ask/tell interface, seeded by `seed`.
 
-  Its first asks return the points of `start`, in order (a grid asks its own points); told,
-  they seed its population as its own first draws would.
+  With `shared_start`, its first asks return the seed's first generation of the space
+  (`SearchSpace.first_generation`), the same for every optimizer; told, those points seed
+  its population as its own first draws would. A grid asks its own points.
   """
   if name not in OPTIMIZERS:
     raise errors.UserError(
@@ -190,6 +191,7 @@ def make(name: str, space: space_lib.SearchSpace, seed: int, budget: int, popula
   parametrization = space.parametrization(seed)
   if name == 'grid':
     return GridSearch(parametrization, _grid_points(options, budget, space.grid()))
+  start = space.first_generation(seed, min(population, budget)) if shared_start else []
   if name == 'tpevo':
     return DepthThenGenes(space, seed, budget, population, options, start)
   return _with_start(OPTIMIZERS[name](population, dict(options))(

@@ -168,10 +168,9 @@ class Search:
       warnings.simplefilter('ignore', ng.errors.InefficientSettingsWarning)
       # A point still untrainable after Nevergrad's redraws is stored as rejected, with why.
       warnings.simplefilter('ignore', ng.errors.FailedConstraintWarning)
-      start = (self.space.first_generation(self.config.seed, min(cfg.population, budget))
-               if cfg.shared_start else [])
       optimizer = optimizers.make(cfg.optimizer, self.space, self.config.seed, budget,
-                                  cfg.population, cfg.options.to_dict(), start=start)
+                                  cfg.population, cfg.options.to_dict(),
+                                  shared_start=cfg.shared_start)
       getattr(self, _LOOPS[cfg.mode])(optimizer, budget)
     return self.store.trials()
 

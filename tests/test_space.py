@@ -144,11 +144,10 @@ def test_tpevo_chooses_the_depth_then_the_other_genes():
   depth_genes = [g for g in space.searched if g.endswith('.num_cells')]
   middle = {g: v for g, v in space.genes(np.zeros(space.dimension)).items()
             if g not in depth_genes}
-  start = space.first_generation(seed=0, size=5)
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', ng.errors.InefficientSettingsWarning)
     optimizer = optimizers.make('tpevo', space, seed=0, budget=20, population=5, options={},
-                                start=start)
+                                shared_start=True)
     asked = []
     for _ in range(4):
       batch = [optimizer.ask() for _ in range(5)]
@@ -162,7 +161,7 @@ def test_tpevo_chooses_the_depth_then_the_other_genes():
   phase_one, phase_two = asked[:10], asked[10:]
   assert all(others == middle for _, _, others in phase_one)
   assert [d for _, d, _ in phase_one[:5]] == [
-      tuple(space.genes(p)[g] for g in depth_genes) for p in start]
+      tuple(space.genes(p)[g] for g in depth_genes) for p in space.first_generation(0, 5)]
   assert len({d for _, d, _ in phase_one}) > 5
   best_depth = min(phase_one, key=lambda told: told[0])[1]
   assert all(d == best_depth for _, d, _ in phase_two)
