@@ -18,6 +18,17 @@ def _scale(width: int, multiplier: float) -> int:
   return max(1, round(width * multiplier))
 
 
+def _divisible_by_8(width: int, multiplier: float) -> int:
+  """MobileNetV2's scaling: the nearest multiple of 8, at least 8, and at least 90% of it.
+
+  The reference implementations (TF-slim, Keras) round every scaled width so, which keeps
+  narrow multipliers from making layers of a few channels.
+  """
+  scaled = width * multiplier
+  rounded = max(8, int(scaled + 4) // 8 * 8)
+  return rounded + 8 if rounded < 0.9 * scaled else rounded
+
+
 _VGG_STAGES = {
     11: (1, 1, 2, 2, 2),
     13: (2, 2, 2, 2, 2),
@@ -71,14 +82,15 @@ def mobilenetv2(width_multiplier: float = 1.0) -> Genotype:
   the stride-2 depthwise conv of a stage's first block becomes a 2x2 max pool before it;
   the final 1x1 conv to 1280 channels is a stage with no cells (not scaled below 1280,
   as in the paper). Activation is ReLU instead of ReLU6. 1.6M parameters (the paper's
-  network with expansion 6 and 10 classes: 2.2M).
+  network with expansion 6 and 10 classes: 2.2M). Widths scale as in the reference code,
+  to multiples of 8 (at 1/8: 8 to 40 channels, not 2 to 40).
   """
   stages = [
-      Stage(n, 'mbconv', 3, _scale(w, width_multiplier),
+      Stage(n, 'mbconv', 3, _divisible_by_8(w, width_multiplier),
             downsample='max' if stride == 2 else 'none')
       for w, n, stride in _MOBILENETV2_STAGES]
-  stages.append(Stage(0, width=max(1280, _scale(1280, width_multiplier))))
-  return Genotype(stages=tuple(stages), stem_width=_scale(32, width_multiplier))
+  stages.append(Stage(0, width=max(1280, _divisible_by_8(1280, width_multiplier))))
+  return Genotype(stages=tuple(stages), stem_width=_divisible_by_8(32, width_multiplier))
 
 
 def drsn_cw(width_multiplier: float = 1.0, units: int = 4) -> Genotype:

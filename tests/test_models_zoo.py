@@ -47,6 +47,12 @@ def test_width_multiplier_scales_params(name):
   assert low < full / half < 4.5
 
 
+def test_mobilenetv2_widths_stay_multiples_of_8():
+  genotype = ZOO['mobilenetv2'](width_multiplier=0.125)
+  widths = [genotype.stem_width] + [s.width for s in genotype.stages]
+  assert widths == [8, 8, 8, 8, 8, 16, 24, 40, 1280]
+
+
 @pytest.mark.parametrize('depth', [11, 13, 16, 19])
 def test_vgg_depth_counts_weight_layers(depth):
   genotype = vgg(depth=depth)
