@@ -84,14 +84,16 @@ class GridSearch:
 class DepthThenGenes:
   """TPEvo-CNN's two phases (Ghosh et al. 2023): DE chooses the depth, then a GA the rest.
 
-  Phase one, the first half of the budget rounded to whole populations, runs differential
-  evolution over the depth genes (every `*.num_cells`) with each other gene at its middle
-  value (vector coordinate 0; the paper does not say which values the other hyperparameters
-  take meanwhile). Phase two runs the GA of `_ga` over the other genes with the depth fixed
-  at phase one's best (lowest loss told; the first of equals); that network joins the GA's
-  first population as told, without training again. Each phase's optimizer sees only its own coordinates, and the space's `trainable`
-  check of the whole vector is its cheap constraint, so both redraw untrainable points. A
-  shared first population gives each phase its own coordinates of those points.
+  Phase one, the first half of the budget rounded to whole populations (so a synchronous
+  search has told all of it before phase two asks), runs differential evolution over the
+  depth genes (every `*.num_cells`) with each other gene at its middle value (vector
+  coordinate 0; the paper does not say which values the other hyperparameters take
+  meanwhile). Phase two runs the GA of `_ga` over the other genes with the depth fixed at
+  phase one's best (lowest loss told; the first of equals); that network joins the GA's
+  first population as told, without training again. Each phase's optimizer sees only its
+  own coordinates, and the space's `trainable` check of the whole vector is its cheap
+  constraint, so both redraw untrainable points. A shared first population gives each phase
+  its own coordinates of those points.
   """
 
   def __init__(self, space: space_lib.SearchSpace, seed: int, budget: int, population: int,
@@ -163,7 +165,7 @@ def _compose(base: np.ndarray, coordinates: list[int], values: np.ndarray) -> np
 
 
 def _grid_points(options: dict[str, Any], budget: int,
-                 grid: Iterator[np.ndarray] | None) -> Iterator[np.ndarray]:
+                 grid: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
   unknown = set(options) - {'points'}
   if unknown:
     raise errors.UserError(f'the grid optimizer takes only search.options.points, not '
@@ -188,14 +190,14 @@ def make(name: str, space: space_lib.SearchSpace, seed: int, budget: int, popula
   if name not in OPTIMIZERS:
     raise errors.UserError(
         f'unknown optimizer {name!r}; choose one of {", ".join(sorted(OPTIMIZERS))}')
-  parametrization = space.parametrization(seed)
   if name == 'grid':
-    return GridSearch(parametrization, _grid_points(options, budget, space.grid()))
+    return GridSearch(space.parametrization(seed), _grid_points(options, budget, space.grid()))
   start = space.first_generation(seed, min(population, budget)) if shared_start else []
   if name == 'tpevo':
     return DepthThenGenes(space, seed, budget, population, options, start)
-  return _with_start(OPTIMIZERS[name](population, dict(options))(
-      parametrization, budget=budget, num_workers=population), start)
+  family = OPTIMIZERS[name](population, dict(options))
+  return _with_start(family(space.parametrization(seed), budget=budget, num_workers=population),
+                     start)
 
 
 def _with_start(optimizer, start: Sequence[np.ndarray]):
