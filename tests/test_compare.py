@@ -105,6 +105,17 @@ def test_study_summary_on_hand_made_runs():
   assert list(de.runs) == [1, 2, 2, 2]
 
 
+def test_counts_the_seeds_whose_baseline_best_is_in_the_shared_first_population():
+  runs = [_run('random', 0), _run('random', 1), _run('pso', 0)]
+  for run in runs:
+    run.config['search'].update(population=2, shared_start=True)
+  # random's best: candidate 2 with seed 0 (in the first population of 2), 3 with seed 1.
+  assert report.baseline_best_in_first_generation(runs) == (1, 2)
+  for run in runs:
+    run.config['search']['shared_start'] = False  # first populations differ: nothing shared
+  assert report.baseline_best_in_first_generation(runs) == (0, 2)
+
+
 def test_study_without_the_baseline_says_so():
   runs = [_run('pso', 0), _run('de', 0)]
   summary = report.study_summary(runs, [report.leaderboard(r) for r in runs])
