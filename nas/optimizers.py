@@ -86,7 +86,7 @@ class DepthThenGenes:
 
   Phase one, the first half of the budget rounded to whole populations (so a synchronous
   search has told all of it before phase two asks), runs differential evolution over the
-  depth genes (every `*.num_cells`) with each other gene at its middle value (vector
+  depth genes (`SearchSpace.depth_coordinates`) with each other gene at its middle value (vector
   coordinate 0; the paper does not say which values the other hyperparameters take
   meanwhile). Phase two runs the GA of `_ga` over the other genes with the depth fixed at
   phase one's best (lowest loss told; the first of equals); that network joins the GA's
@@ -98,7 +98,7 @@ class DepthThenGenes:
 
   def __init__(self, space: space_lib.SearchSpace, seed: int, budget: int, population: int,
                options: dict[str, Any], start: Sequence[np.ndarray]):
-    depth = [i for i, gene in enumerate(space.searched) if gene.endswith('.num_cells')]
+    depth = space.depth_coordinates
     self._genes = [i for i in range(len(space.searched)) if i not in depth]
     if not depth or not self._genes:
       raise errors.UserError(

@@ -105,6 +105,11 @@ class SearchSpace:
     return [g for g, v in self.choices.items() if len(v) > 1]
 
   @property
+  def depth_coordinates(self) -> list[int]:
+    """Where the searched genes that set a stage's number of cells sit in the vector."""
+    return [i for i, gene in enumerate(self.searched) if gene.endswith('.num_cells')]
+
+  @property
   def dimension(self) -> int:
     """Coordinates of the search vector: one per searched gene, one if none is searched."""
     return max(1, len(self.searched))
