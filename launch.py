@@ -103,12 +103,17 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
            else None)
   try:
     if store:
-      differences = experiments.config_differences(json.loads(store.meta()['config']),
+      stored = store.meta()
+      differences = experiments.config_differences(json.loads(stored['config']),
                                                    json.loads(config.to_json()))
       if differences:
         raise errors.UserError(
             f'{workdir} holds a search with a different config; refusing to resume '
             f'({"; ".join(differences)}); start a new --workdir instead')
+      if json.loads(stored['config'])['search']['budget'] != config.search.budget:
+        # Extended: a later --resume without the override continues at the larger budget.
+        store.update_meta(config=config.to_json(), overrides=json.dumps(
+            [*json.loads(stored['overrides']), f'search.budget={config.search.budget}']))
     distributed.initialize(config.distributed)
     compilation_cache = os.path.join(data_cache.cache_dir(), 'jax')
     train_lib.enable_compilation_cache(compilation_cache)

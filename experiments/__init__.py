@@ -73,15 +73,24 @@ def config_differences(then: dict, now: dict, shown: int = 5) -> list[str]:
   """'field: then -> now' for the first `shown` config fields that would change the trials.
 
   `executor.*` says only where candidates train, which leaves the trials unchanged, so a
-  search may continue on another executor or with another setting of it.
+  search may continue on another executor or with another setting of it. A larger
+  `search.budget` extends the search: the stored trials are its first candidates, which the
+  search checks one by one as it replays them (an optimizer whose asks depend on the budget,
+  such as tpevo, fails that check).
   """
   flat_then, flat_now = _flatten(then), _flatten(now)
   missing = '(absent)'
   changed = [f'{key}: {flat_then.get(key, missing)} -> {flat_now.get(key, missing)}'
              for key in sorted(flat_then.keys() | flat_now.keys())
              if not key.startswith('executor.')
-             and flat_then.get(key, missing) != flat_now.get(key, missing)]
+             and flat_then.get(key, missing) != flat_now.get(key, missing)
+             and not _extends_the_search(key, flat_then, flat_now)]
   return changed[:shown] + ([f'{len(changed) - shown} more'] if len(changed) > shown else [])
+
+
+def _extends_the_search(key: str, flat_then: dict, flat_now: dict) -> bool:
+  return (key == 'search.budget' and key in flat_then and key in flat_now
+          and flat_now[key] > flat_then[key])
 
 
 def _flatten(config: dict, prefix: str = '') -> dict[str, object]:

@@ -8,7 +8,8 @@ one seed, every optimizer starts from the same first population: `search.shared_
 trained by `launch.run_experiment` in `<workdir>/<optimizer>-seed<seed>/` as if launched by
 hand (each has its own leaderboard and report, and `--resume` works on it). Overrides apply to
 every run, so every optimizer asks the same number of candidates. A run that finished is
-skipped when the same command runs again; one that was interrupted is resumed. The study's
+skipped when the same command runs again; one that was interrupted is resumed, and one that
+finished at a smaller `search.budget` is extended (its stored candidates replay). The study's
 own leaderboard and report, comparing the optimizers, land in `<workdir>/`
 (`nas.report.write_study`).
 """
@@ -137,7 +138,10 @@ def _write_json(path: str, value: Any) -> None:
 
 
 def _finished(run_dir: str, run: StudyRun, config: ml_collections.ConfigDict) -> bool:
-  """Whether the run finished with this config; UserError if it finished with another."""
+  """Whether the run finished with this config; UserError if it finished with another.
+
+  A run finished at a smaller budget is not finished: the study extends it.
+  """
   path = os.path.join(run_dir, FINISHED)
   if not os.path.exists(path):
     return False
@@ -150,4 +154,4 @@ def _finished(run_dir: str, run: StudyRun, config: ml_collections.ConfigDict) ->
         f'{run_dir} holds a run finished with another config ({"; ".join(differences)}; '
         f'overrides then: {" ".join(finished["overrides"])}); run the study in a new '
         '--workdir')
-  return True
+  return finished['config']['search']['budget'] == config.search.budget

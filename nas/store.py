@@ -146,10 +146,16 @@ class TrialStore:
   def __exit__(self, *exc) -> None:
     self.close()
 
-  # Metadata: the experiment name and the resolved config the search was started with.
+  # Metadata: the experiment name and the resolved config of the search (as started, or as
+  # last extended to a larger budget).
 
   def meta(self) -> dict[str, str]:
     return {r['key']: r['value'] for r in self._db.execute('SELECT key, value FROM meta')}
+
+  def update_meta(self, **meta: str) -> None:
+    """Replaces these keys together (a search extended to a larger budget)."""
+    with self._transaction():
+      self._db.executemany('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)', meta.items())
 
   # Trials.
 

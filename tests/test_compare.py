@@ -241,6 +241,19 @@ def test_study_refuses_a_finished_run_of_another_config(study):
   assert 'train.epochs: 4 -> 2' in errors_seen[0]
 
 
+def test_a_run_finished_at_a_smaller_budget_is_extended_not_skipped(tmp_path):
+  run = compare.StudyRun('pso', 0, ())
+  config = experiments.get_config('pso_synthetic', 'smoke')
+  (tmp_path / compare.FINISHED).write_text(json.dumps(
+      {'overrides': [], 'config': json.loads(config.to_json())}))
+  assert compare._finished(str(tmp_path), run, config)
+  config.search.budget += 4
+  assert not compare._finished(str(tmp_path), run, config)
+  config.search.budget -= 8
+  with pytest.raises(errors.UserError, match='finished with another config'):
+    compare._finished(str(tmp_path), run, config)
+
+
 def test_unknown_optimizer_on_the_command_line_is_one_line():
   result = _launch('--study=compare_optimizers_synthetic', '--optimizers=pso,bogus',
                    env=dict(os.environ))

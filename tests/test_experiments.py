@@ -47,12 +47,15 @@ def test_bad_overrides_say_what_is_wrong(override, message):
 def test_config_differences_name_what_changes_the_trials_and_skip_the_executor():
   then = experiments.get_config('pso_brain_mri', 'smoke').to_dict()
   now = experiments.get_config('pso_brain_mri', 'smoke', [
-      'search.budget=20', 'executor.kind=dask', 'executor.compile_ahead=0']).to_dict()
+      'search.budget=2', 'executor.kind=dask', 'executor.compile_ahead=0']).to_dict()
   del then['train']['class_balanced']  # a field that a later version added
   assert experiments.config_differences(then, now) == [
-      'search.budget: 4 -> 20', 'train.class_balanced: (absent) -> False']
+      'search.budget: 4 -> 2', 'train.class_balanced: (absent) -> False']
+  # A larger budget extends the search that `then` started.
+  larger = experiments.get_config('pso_brain_mri', 'smoke', ['search.budget=20']).to_dict()
+  assert experiments.config_differences(now, larger) == []
   many = experiments.get_config('pso_brain_mri', 'smoke', [
-      f'{field}=7' for field in ('search.budget', 'search.population', 'final.seeds')]).to_dict()
+      f'{field}=7' for field in ('seed', 'search.population', 'final.seeds')]).to_dict()
   assert experiments.config_differences(then, many, shown=2)[-1] == '2 more'
 
 

@@ -75,9 +75,29 @@ def test_saved_winner_scores_as_the_final_stage_did(synthetic_search):
 
 def test_resume_with_a_different_config_refuses_and_keeps_the_store(synthetic_search):
   before = (synthetic_search / 'trials.sqlite').read_bytes()
-  result = _launch(f'--workdir={synthetic_search}', '--resume', '--config.search.budget=99')
-  _assert_one_line_error(result, 'different config', 'search.budget')
+  result = _launch(f'--workdir={synthetic_search}', '--resume', '--config.search.budget=2')
+  _assert_one_line_error(result, 'different config', 'search.budget: 4 -> 2')
   assert (synthetic_search / 'trials.sqlite').read_bytes() == before
+
+
+def test_resume_with_a_larger_budget_extends_the_search(tmp_path, small_search):
+  workdir = tmp_path / 'run'
+  shutil.copytree(small_search.workdir, workdir)
+  before = kill_resume.outcome(str(workdir))['trials']
+  result = _launch(f'--workdir={workdir}', '--resume', '--config.search.budget=6',
+                   cache_dir=small_search.env['MEDNAS_CACHE_DIR'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  extended = kill_resume.outcome(str(workdir))
+  assert extended['trials'][:len(before)] == before
+  assert {row[0] for row in extended['trials']} == set(range(6))
+  with sqlite3.connect(workdir / 'trials.sqlite') as db:
+    config = json.loads(db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
+  assert config['search']['budget'] == 6
+  # Resuming again without the override keeps the larger budget: nothing left to do.
+  result = _launch(f'--workdir={workdir}', '--resume',
+                   cache_dir=small_search.env['MEDNAS_CACHE_DIR'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert kill_resume.outcome(str(workdir)) == extended
 
 
 def test_resume_on_another_executor_setting_continues_the_same_search(tmp_path, synthetic_search):

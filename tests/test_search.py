@@ -7,6 +7,7 @@ import pytest
 import datasets
 import experiments
 from models.genotype import Genotype
+from nas import errors
 from nas import executors
 from nas import records
 from nas import search as search_lib
@@ -147,6 +148,33 @@ def test_resumed_search_equals_uninterrupted(tmp_path, calls, optimizer):
                                 executors.LocalExecutor()).run()
   assert _key(resumed) == _key(reference)
   assert len(calls) == trained_once - 5  # the 5 finished trainings were not repeated
+
+
+@pytest.mark.parametrize('optimizer', ['pso', 'de', 'random'])
+def test_search_extended_to_a_larger_budget_equals_one_run_at_that_budget(tmp_path, calls,
+                                                                        optimizer):
+  reference = _run(_config(optimizer=optimizer, budget=16, population=4),
+                   tmp_path / 'reference', calls)
+  calls.clear()
+  _run(_config(optimizer=optimizer, budget=8, population=4), tmp_path / 'extended', calls)
+  trained_first = len(calls)
+  with TrialStore(str(tmp_path / 'extended')) as store:
+    extended = search_lib.Search(_config(optimizer=optimizer, budget=16, population=4),
+                                 _UNUSED_DATA, 4, store, executors.LocalExecutor()).run()
+  assert _key(extended) == _key(reference)
+  # Over both runs, each genotype trained once per rung: the first 8 replayed, not retrained.
+  assert len(calls) == len({(t.genotype_hash, t.fidelity) for t in reference
+                            if t.status == records.OK})
+  assert 0 < trained_first < len(calls)
+
+
+def test_tpevo_cannot_be_extended_to_a_larger_budget(tmp_path, calls):
+  # Its phases split the budget, so the same seed asks other candidates at another budget.
+  _run(_config(optimizer='tpevo', budget=8, population=4), tmp_path, calls)
+  with TrialStore(str(tmp_path)) as store, pytest.raises(errors.UserError,
+                                                         match='does not replay'):
+    search_lib.Search(_config(optimizer='tpevo', budget=16, population=4), _UNUSED_DATA, 4,
+                      store, executors.LocalExecutor()).run()
 
 
 def test_too_many_failures_stop_the_search(tmp_path, monkeypatch):
