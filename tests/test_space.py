@@ -170,6 +170,17 @@ def test_tpevo_chooses_the_depth_then_the_other_genes():
     optimizers.make('tpevo', _space(num_cells=(1,)), 0, 20, 5, {})
 
 
+def test_tpevo_phase_two_before_any_phase_one_result_is_a_user_error():
+  # Asynchronous workers, as many as phase one's budget, ask on before any result is told.
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', ng.errors.InefficientSettingsWarning)
+    optimizer = optimizers.make('tpevo', _space(), seed=0, budget=20, population=5, options={})
+    for _ in range(10):
+      optimizer.ask()
+    with pytest.raises(errors.UserError, match='search.mode=sync'):
+      optimizer.ask()
+
+
 @pytest.mark.parametrize('name', sorted(n for n in optimizers.OPTIMIZERS if n != 'grid'))
 def test_every_optimizer_searches_the_space(name):
   """1,000 candidates decode, all trainable (the optimizer redraws the rest); they build."""
