@@ -81,6 +81,12 @@ class GridSearch:
     del candidate, loss  # a grid does not adapt
 
 
+# A phase's optimizer that asks for a network already asked is told its loss (now, or when
+# the first ask of it is told) and asks anew, up to this many times: a repeat costs no
+# training, so the budget buys new networks.
+_RETRIES_FOR_A_NEW_NETWORK = 100
+
+
 class DepthThenGenes:
   """TPEvo-CNN's two phases (Ghosh et al. 2023): DE chooses the depth, then a GA the rest.
 
@@ -93,7 +99,10 @@ class DepthThenGenes:
   first population as told, without training again. Each phase's optimizer sees only its
   own coordinates, and the space's `trainable` check of the whole vector is its cheap
   constraint, so both redraw untrainable points. A shared first population gives each phase
-  its own coordinates of those points.
+  its own coordinates of those points. With the other genes fixed, phase one's space is
+  small (27 depths at `quick`), so DE often asks for a network again: that repeat gets the
+  network's loss and DE asks anew, so the search gets networks not asked before, until a
+  phase has converged so far that 100 asks in a row are repeats.
   """
 
   def __init__(self, space: space_lib.SearchSpace, seed: int, budget: int, population: int,
@@ -114,6 +123,9 @@ class DepthThenGenes:
                                                  self._phase_one_budget)
     self._phase_one: list[tuple[Any, np.ndarray]] = []  # (loss, vector) of DE's tells
     self._asked: dict[str, Any] = {}  # candidate uid -> (its phase's optimizer, candidate)
+    self._told: dict[str, Any] = {}  # genotype hash -> the loss told for it
+    # Genotype hash asked and not yet told -> the phases' repeats of it, told with it.
+    self._waiting: dict[str, list[tuple[Any, Any, np.ndarray]]] = {}
     self._num_asked = 0
 
   def _sub_optimizer(self, family, budget: int):
@@ -146,16 +158,33 @@ class DepthThenGenes:
       self._start_phase_two()
     self._num_asked += 1
     sub = self._phase.ask()
-    candidate = self.parametrization.spawn_child(
-        new_value=_compose(self._base, self._coordinates, sub.value))
+    vector = _compose(self._base, self._coordinates, sub.value)
+    for _ in range(_RETRIES_FOR_A_NEW_NETWORK):
+      genotype_hash = self._space.decode(vector).hash
+      if genotype_hash in self._told:
+        self._tell_phase(self._phase, sub, vector, self._told[genotype_hash])
+      elif genotype_hash in self._waiting:  # asked, not yet told: told with it
+        self._waiting[genotype_hash].append((self._phase, sub, vector))
+      else:
+        break
+      sub = self._phase.ask()
+      vector = _compose(self._base, self._coordinates, sub.value)
+    candidate = self.parametrization.spawn_child(new_value=vector)
     self._asked[candidate.uid] = (self._phase, sub)
+    self._waiting.setdefault(self._space.decode(vector).hash, [])
     return candidate
 
   def tell(self, candidate, loss) -> None:
     phase, sub = self._asked.pop(candidate.uid)
+    genotype_hash = self._space.decode(candidate.value).hash
+    self._told[genotype_hash] = loss
+    for repeat in [(phase, sub, candidate.value), *self._waiting.pop(genotype_hash, [])]:
+      self._tell_phase(*repeat, loss)
+
+  def _tell_phase(self, phase, sub, vector: np.ndarray, loss) -> None:
     phase.tell(sub, loss)
     if phase is self._de:
-      self._phase_one.append((loss, candidate.value))
+      self._phase_one.append((loss, vector))
 
 
 def _compose(base: np.ndarray, coordinates: list[int], values: np.ndarray) -> np.ndarray:

@@ -148,9 +148,12 @@ def test_tpevo_chooses_the_depth_then_the_other_genes():
     warnings.simplefilter('ignore', ng.errors.InefficientSettingsWarning)
     optimizer = optimizers.make('tpevo', space, seed=0, budget=20, population=5, options={},
                                 shared_start=True)
-    asked = []
+    asked, told = [], set()
     for _ in range(4):
       batch = [optimizer.ask() for _ in range(5)]
+      # A network told in an earlier generation is never asked again.
+      assert not told & {space.decode(c.value).hash for c in batch}
+      told |= {space.decode(c.value).hash for c in batch}
       for candidate in batch:
         genes = space.genes(candidate.value)
         depth = tuple(genes[g] for g in depth_genes)
