@@ -22,14 +22,17 @@ def test_killed_and_resumed_search_equals_the_uninterrupted_one(tmp_path, small_
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, small_search):
   workdir = str(tmp_path / 'run')
+  # Twice the fixture's budget: the search cannot end before the signal.
   process = subprocess.Popen(
-      [sys.executable, 'launch.py', *small_search.args, f'--workdir={workdir}'],
-      cwd=kill_resume.ROOT, env=small_search.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True)
+      [sys.executable, 'launch.py', *small_search.args, '--config.search.budget=8',
+       f'--workdir={workdir}'],
+      cwd=kill_resume.ROOT, env=small_search.env, stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE, text=True)
   while process.poll() is None and kill_resume.count_rows(workdir) < 2:
     time.sleep(0.05)
+  assert process.poll() is None, 'the search ended before the test saw 2 stored trials'
   process.send_signal(signal.SIGINT)
-  _, stderr = process.communicate(timeout=120)
+  _, stderr = process.communicate(timeout=300)
   assert process.returncode == 130, stderr[-3000:]
   assert 'Traceback' not in stderr
   message = [line for line in stderr.splitlines() if line.startswith('error: ')]
