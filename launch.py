@@ -15,9 +15,7 @@ import functools
 import json
 import os
 import shlex
-import signal
 import sys
-import threading
 import time
 from typing import Sequence
 
@@ -55,17 +53,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
     return FLAGS([a for a in argv if not a.startswith(_OVERRIDE_PREFIX)])
   except flags.Error as e:
     _fail(f'{e}; see python launch.py --helpshort')
-
-
-# Set by Ctrl-C. Python raises its KeyboardInterrupt wherever the main thread happens to be,
-# and one raised inside a finalizer is only printed; the run then goes on to the end, and
-# this still says it was interrupted.
-_INTERRUPTED = threading.Event()
-
-
-def _on_interrupt(signum, frame) -> None:
-  _INTERRUPTED.set()
-  signal.default_int_handler(signum, frame)
 
 
 def _fail(message: str, code: int = 2):
@@ -210,11 +197,8 @@ def main(argv: list[str]) -> None:
     _fail(f'unexpected arguments {" ".join(argv[1:])}; flags look like --name=value')
   import datasets  # pylint: disable=g-import-not-at-top
   from nas import errors  # pylint: disable=g-import-not-at-top
-  signal.signal(signal.SIGINT, _on_interrupt)
   try:
     run()
-    if _INTERRUPTED.is_set():
-      raise KeyboardInterrupt
   except (errors.UserError, datasets.DataError) as e:
     _fail(str(e))
   except KeyboardInterrupt:

@@ -22,12 +22,18 @@ def test_killed_and_resumed_search_equals_the_uninterrupted_one(tmp_path, small_
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, small_search):
   workdir = str(tmp_path / 'run')
-  # Twice the fixture's budget: the search cannot end before the signal.
-  process = subprocess.Popen(
-      [sys.executable, 'launch.py', *small_search.args, '--config.search.budget=8',
-       f'--workdir={workdir}'],
-      cwd=kill_resume.ROOT, env=small_search.env, stdout=subprocess.DEVNULL,
-      stderr=subprocess.PIPE, text=True)
+  # A job that a shell starts in the background ignores SIGINT, and so do its children
+  # unless told otherwise; a Python handler here becomes the default handler there.
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    # Twice the fixture's budget: the search cannot end before the signal.
+    process = subprocess.Popen(
+        [sys.executable, 'launch.py', *small_search.args, '--config.search.budget=8',
+         f'--workdir={workdir}'],
+        cwd=kill_resume.ROOT, env=small_search.env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+  finally:
+    signal.signal(signal.SIGINT, previous)
   while process.poll() is None and kill_resume.count_rows(workdir) < 2:
     time.sleep(0.05)
   assert process.poll() is None, 'the search ended before the test saw 2 stored trials'
