@@ -93,6 +93,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   from nas import errors  # pylint: disable=g-import-not-at-top
   from nas import executors  # pylint: disable=g-import-not-at-top
   from nas import final  # pylint: disable=g-import-not-at-top
+  from nas import optimizers  # pylint: disable=g-import-not-at-top
   from nas import report  # pylint: disable=g-import-not-at-top
   from nas import search  # pylint: disable=g-import-not-at-top
   from nas import train as train_lib  # pylint: disable=g-import-not-at-top
@@ -111,6 +112,11 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
             f'{workdir} holds a search with a different config; refusing to resume '
             f'({"; ".join(differences)}); start a new --workdir instead')
       if json.loads(stored['config'])['search']['budget'] != config.search.budget:
+        if config.search.optimizer not in optimizers.EXTENSIBLE:
+          raise errors.UserError(
+              f'search.optimizer={config.search.optimizer} asks other candidates at another '
+              f'budget, so {workdir} cannot be extended to search.budget='
+              f'{config.search.budget}; start a new --workdir with that budget')
         # Extended: a later --resume without the override continues at the larger budget.
         store.update_meta(config=config.to_json(), overrides=json.dumps(
             [*json.loads(stored['overrides']), f'search.budget={config.search.budget}']))

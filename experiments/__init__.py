@@ -75,8 +75,8 @@ def config_differences(then: dict, now: dict, shown: int = 5) -> list[str]:
   `executor.*` says only where candidates train, which leaves the trials unchanged, so a
   search may continue on another executor or with another setting of it. A larger
   `search.budget` extends the search: the stored trials are its first candidates, which the
-  search checks one by one as it replays them (an optimizer whose asks depend on the budget,
-  such as tpevo, fails that check).
+  search checks one by one as it replays them (launch.py refuses it for an optimizer whose
+  asks depend on the budget: `nas.optimizers.EXTENSIBLE`).
   """
   flat_then, flat_now = _flatten(then), _flatten(now)
   missing = '(absent)'

@@ -62,6 +62,12 @@ OPTIMIZERS: dict[str, Callable[[int, dict[str, Any]], Any]] = {
     'tpevo': None,  # DE over the depth, then a GA over the other genes; see DepthThenGenes
 }
 
+# Those whose asks do not depend on the budget, so a search with them can be extended to a
+# larger one (tests/test_search.py checks each): NGOpt and the portfolio choose by the
+# budget, a grid spreads its points over it, tpevo splits it into its phases.
+EXTENSIBLE = frozenset({'pso', 'de', 'twopointsde', 'ga', 'cma', 'oneplusone',
+                        'discrete_oneplusone', 'random'})
+
 
 class GridSearch:
   """Asks every point of a finite grid once, in order, with Nevergrad's ask/tell interface.

@@ -9,6 +9,7 @@ import experiments
 from models.genotype import Genotype
 from nas import errors
 from nas import executors
+from nas import optimizers
 from nas import records
 from nas import search as search_lib
 from nas.store import TrialStore
@@ -150,7 +151,7 @@ def test_resumed_search_equals_uninterrupted(tmp_path, calls, optimizer):
   assert len(calls) == trained_once - 5  # the 5 finished trainings were not repeated
 
 
-@pytest.mark.parametrize('optimizer', ['pso', 'de', 'random'])
+@pytest.mark.parametrize('optimizer', sorted(optimizers.EXTENSIBLE))
 def test_search_extended_to_a_larger_budget_equals_one_run_at_that_budget(tmp_path, calls,
                                                                         optimizer):
   reference = _run(_config(optimizer=optimizer, budget=16, population=4),
