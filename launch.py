@@ -105,13 +105,13 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   try:
     if store:
       stored = store.meta()
-      differences = experiments.config_differences(json.loads(stored['config']),
-                                                   json.loads(config.to_json()))
+      stored_config = json.loads(stored['config'])
+      differences = experiments.config_differences(stored_config, json.loads(config.to_json()))
       if differences:
         raise errors.UserError(
             f'{workdir} holds a search with a different config; refusing to resume '
             f'({"; ".join(differences)}); start a new --workdir instead')
-      if json.loads(stored['config'])['search']['budget'] != config.search.budget:
+      if stored_config['search']['budget'] != config.search.budget:
         if config.search.optimizer not in optimizers.EXTENSIBLE:
           raise errors.UserError(
               f'search.optimizer={config.search.optimizer} asks other candidates at another '

@@ -163,21 +163,20 @@ class DepthThenGenes:
     if self._num_asked == self._phase_one_budget:
       self._start_phase_two()
     self._num_asked += 1
-    sub = self._phase.ask()
-    vector = _compose(self._base, self._coordinates, sub.value)
-    for _ in range(_RETRIES_FOR_A_NEW_NETWORK):
-      genotype_hash = self._space.decode(vector).hash
-      if genotype_hash in self._told:
-        self._tell_phase(self._phase, sub, vector, self._told[genotype_hash])
-      elif genotype_hash in self._waiting:  # asked, not yet told: told with it
-        self._waiting[genotype_hash].append((self._phase, sub, vector))
-      else:
-        break
+    for attempt in range(_RETRIES_FOR_A_NEW_NETWORK + 1):
       sub = self._phase.ask()
       vector = _compose(self._base, self._coordinates, sub.value)
+      genotype_hash = self._space.decode(vector).hash
+      if attempt == _RETRIES_FOR_A_NEW_NETWORK or not (
+          genotype_hash in self._told or genotype_hash in self._waiting):
+        break
+      if genotype_hash in self._told:
+        self._tell_phase(self._phase, sub, vector, self._told[genotype_hash])
+      else:  # asked, not yet told: told with it
+        self._waiting[genotype_hash].append((self._phase, sub, vector))
     candidate = self.parametrization.spawn_child(new_value=vector)
     self._asked[candidate.uid] = (self._phase, sub)
-    self._waiting.setdefault(self._space.decode(vector).hash, [])
+    self._waiting.setdefault(genotype_hash, [])
     return candidate
 
   def tell(self, candidate, loss) -> None:
