@@ -37,6 +37,8 @@ flags.DEFINE_string('study', None, 'Run a study of several searches (see --list_
 flags.DEFINE_list('optimizers', None, 'Study: the optimizers to compare '
                   '(default pso,de,ga,cma,random).')
 flags.DEFINE_integer('seeds', None, 'Study: runs per optimizer, seeds 0..N-1 (default 3).')
+flags.DEFINE_integer('first_seed', 0, 'Study: the first seed, so that --seeds=N runs seeds '
+                     'first_seed..first_seed+N-1 (to add seeds to a study).')
 
 _OVERRIDE_PREFIX = '--config.'
 
@@ -151,7 +153,7 @@ def _run_study() -> str:
   """The study's searches, one after the other, and its comparison; returns its workdir."""
   from nas import compare  # pylint: disable=g-import-not-at-top
   study = compare.make_study(FLAGS.study, FLAGS.preset, FLAGS.optimizers, FLAGS.seeds,
-                             _Overrides.values)
+                             _Overrides.values, FLAGS.first_seed)
   FLAGS.workdir = workdir = FLAGS.workdir or os.path.join(
       'runs', f'{study.name}-{time.strftime("%Y%m%d-%H%M%S")}')
   paths = compare.run_study(study, workdir,

@@ -1,7 +1,8 @@
 """Optimizer studies: several optimizers x seeds on one task at one evaluation budget.
 
   python launch.py --study=compare_optimizers_brain_mri --preset=quick --workdir=runs/cmp \
-      [--optimizers=pso,de,ga,cma,random] [--seeds=3] [--config.search.budget=20]
+      [--optimizers=pso,de,ga,cma,random] [--seeds=3] [--first_seed=0] \
+      [--config.search.budget=20]
 
 Every run is the study's experiment (pso_<task>) with `search.optimizer` and `seed` set (at
 one seed, every optimizer starts from the same first population: `search.shared_start`),
@@ -74,8 +75,14 @@ class Study:
 
 
 def make_study(name: str, preset: str, optimizers: Sequence[str] | None = None,
-               seeds: int | None = None, overrides: Sequence[str] = ()) -> Study:
-  """The study `name` at `preset`; UserError, before anything trains, for any bad input."""
+               seeds: int | None = None, overrides: Sequence[str] = (),
+               first_seed: int = 0) -> Study:
+  """The study `name` at `preset`, seeds first_seed..first_seed+seeds-1.
+
+  A later first_seed adds seeds to a study, or splits one across machines: the run folders
+  copied into one workdir, the command with first_seed 0 and every seed skips the finished
+  runs and merges them all. UserError, before anything trains, for any bad input.
+  """
   if name not in STUDIES:
     near = difflib.get_close_matches(name, list(STUDIES), n=3)
     hint = f'did you mean {" or ".join(near)}? ' if near else ''
@@ -91,11 +98,14 @@ def make_study(name: str, preset: str, optimizers: Sequence[str] | None = None,
   seeds = SEEDS if seeds is None else seeds
   if seeds < 1:
     raise errors.UserError(f'--seeds={seeds}: a study needs at least one seed per optimizer')
+  if first_seed < 0:
+    raise errors.UserError(f'--first_seed={first_seed}: seeds start at 0')
   fixed = [o for o in overrides if o.partition('=')[0] in _STUDY_FIELDS]
   if fixed:
     raise errors.UserError(f'the study sets search.optimizer and seed of each run; use '
                            f'--optimizers and --seeds instead of --config.{fixed[0]}')
-  study = Study(name, STUDIES[name], preset, optimizers, tuple(range(seeds)), tuple(overrides))
+  study = Study(name, STUDIES[name], preset, optimizers, tuple(range(first_seed, first_seed + seeds)),
+                tuple(overrides))
   for run in study.runs():  # a typo in an override fails here, not after hours of training
     study.config(run)
   return study

@@ -128,6 +128,7 @@ def test_study_without_the_baseline_says_so():
     (dict(optimizers=['pso', 'psoo']), "unknown optimizer 'psoo' in --optimizers"),
     (dict(optimizers=['pso', 'pso']), 'names an optimizer twice'),
     (dict(seeds=0), 'at least one seed'),
+    (dict(first_seed=-1), 'seeds start at 0'),
     (dict(overrides=['seed=3']), 'use --optimizers and --seeds'),
     (dict(overrides=['search.optimizer=de']), 'use --optimizers and --seeds'),
     (dict(overrides=['search.budgt=3']), 'did you mean budget'),
@@ -147,6 +148,18 @@ def test_every_study_runs_a_known_experiment_with_the_default_optimizers():
     assert len(study.runs()) == len(compare.OPTIMIZERS) * compare.SEEDS
     budgets = {study.config(r).search.budget for r in study.runs()}
     assert len(budgets) == 1, f'{name}: unequal budgets {budgets}'
+
+
+def test_first_seed_adds_seeds_that_merge_with_the_earlier_runs():
+  earlier = compare.make_study('compare_optimizers_synthetic', 'smoke', ['pso', 'de'], seeds=2)
+  added = compare.make_study('compare_optimizers_synthetic', 'smoke', ['pso', 'de'], seeds=1,
+                             first_seed=2)
+  merged = compare.make_study('compare_optimizers_synthetic', 'smoke', ['pso', 'de'], seeds=3)
+  assert [r.name for r in added.runs()] == ['pso-seed2', 'de-seed2']
+  # Equal runs and configs, so the merged study skips every run the two others finished.
+  assert earlier.runs() + added.runs() == merged.runs()
+  for run in added.runs():
+    assert added.config(run) == merged.config(run)
 
 
 # A real study, small: 16px images, a space of four networks, four candidates of one epoch.
