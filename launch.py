@@ -134,6 +134,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
     if store and host_dir != workdir:  # process 0 owns the workdir; others replay their own
       store.close()
       store = None
+    if store and distributed.is_main():  # the report leaves out the pause before this session
+      store.update_meta(resumed=json.dumps([*json.loads(stored.get('resumed', '[]')),
+                                            time.time()]))
     store = store or TrialStore.open_or_create(host_dir, **meta)
     logging.info('workdir %s; train %d, val %d, test %d images', workdir,
                  len(splits.train.labels), len(splits.val.labels), len(splits.test.labels))

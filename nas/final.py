@@ -86,10 +86,10 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
       if deduplicated is not None:
         test_metrics[records.DEDUPLICATED] = train_lib.evaluate(
             trained.state, trained.steps, deduplicated, config.train.eval_batch_size)
-      checkpoint = os.path.join(workdir, 'final', f'{genotype.hash}-seed{seed}')
-      if distributed.is_main():
-        shutil.rmtree(checkpoint, ignore_errors=True)  # left by a kill before it was stored
-      models.save(checkpoint, genotype,
+      checkpoint = os.path.join('final', f'{genotype.hash}-seed{seed}')
+      if distributed.is_main():  # left by a kill before it was stored
+        shutil.rmtree(os.path.join(workdir, checkpoint), ignore_errors=True)
+      models.save(os.path.join(workdir, checkpoint), genotype,
                   {'params': trained.state.params, 'batch_stats': trained.state.batch_stats},
                   splits.class_names, config.data.image_size, config.data.channels,
                   dataset=config.data.name, data_options=config.data.options.to_dict(),
@@ -105,9 +105,11 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
   winner = _winner(top, finals, config.search.metric)
   if winner is None:
     return finals
-  model = models.load(winner.checkpoint)  # on every process: orbax restores collectively
+  # Stores written before checkpoints were relative hold absolute paths, which join keeps.
+  checkpoint = os.path.join(workdir, winner.checkpoint)
+  model = models.load(checkpoint)  # on every process: orbax restores collectively
   if distributed.is_main():  # process 0 owns the workdir
-    _copy(winner.checkpoint, os.path.join(workdir, 'best'))
+    _copy(checkpoint, os.path.join(workdir, 'best'))
     logging.info('winner %s (seed %d) saved to %s', winner.genotype_hash, winner.seed,
                  os.path.join(workdir, 'best'))
     draw, name = _FIGURES[type(model.genotype)]

@@ -65,6 +65,6 @@ class FinalResult:
   params: int = 0
   flops: int = 0
   train_seconds: float = 0.0
-  checkpoint: str = ''
+  checkpoint: str = ''  # relative to the workdir, so that a workdir can be moved or copied
   id: int | None = None
   created: float = 0.0

@@ -254,8 +254,18 @@ def _winner_evaluations(run: Run, winner: pd.Series) -> tuple[list[dict[str, Any
 
 
 def _elapsed(run: Run) -> np.ndarray:
-  """Seconds from the start of the search to each trial landing, in store order."""
-  return np.array([t.created for t in run.trials], dtype=float) - run.start_time
+  """Seconds of searching from its start to each trial landing, in store order.
+
+  A search stopped and resumed (meta 'resumed': when each later session started) counts each
+  session from its start to its last trial, not the pause between sessions.
+  """
+  landed = np.array([t.created for t in run.trials], dtype=float)
+  starts = np.array([run.start_time, *json.loads(run.meta.get('resumed', '[]'))], dtype=float)
+  session = np.maximum(np.searchsorted(starts, landed, side='right') - 1, 0)
+  ends = starts.copy()
+  np.maximum.at(ends, session, landed)
+  before = np.concatenate([[0.0], np.cumsum(ends - starts)[:-1]])
+  return before[session] + landed - starts[session]
 
 
 # Text: numbers as people read them, and the summary above every table.
@@ -487,7 +497,7 @@ def _plot_progress(runs: Sequence[Run]) -> figure.Figure:
     by_time.plot(seconds / scale, best, drawstyle='steps-post', color=color, linestyle=style,
                  lw=2)
   by_eval.set_xlabel('evaluations (trials in the order they landed)')
-  by_time.set_xlabel(f'wall time since the search started ({unit})')
+  by_time.set_xlabel(f'wall time searching ({unit}; pauses between sessions left out)')
   metric_names = ' / '.join(dict.fromkeys(run.metric for run in runs))
   by_eval.set_ylabel(f'best validation {metric_names}')
   by_eval.legend(loc='lower right', fontsize=8)

@@ -109,6 +109,25 @@ def test_resume_on_another_executor_setting_continues_the_same_search(tmp_path, 
   assert kill_resume.outcome(str(workdir)) == before
 
 
+def test_a_moved_workdir_resumes_from_its_own_files(tmp_path, synthetic_search):
+  first, moved = tmp_path / 'first', tmp_path / 'moved'
+  shutil.copytree(synthetic_search, first)
+  before = kill_resume.outcome(str(first))
+  shutil.move(first, moved)
+  shutil.rmtree(moved / 'best')
+  result = _launch(f'--workdir={moved}', '--resume')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert kill_resume.outcome(str(moved)) == before
+  assert (moved / 'best' / 'genotype.json').exists()  # copied again from moved/final/
+  with sqlite3.connect(moved / 'trials.sqlite') as db:
+    resumed, = db.execute("SELECT value FROM meta WHERE key = 'resumed'").fetchone()
+    checkpoints = [c for (c,) in db.execute('SELECT checkpoint FROM final')]
+  assert len(json.loads(resumed)) == 1
+  # Relative to the workdir: none points back into the fixture's folder.
+  assert checkpoints and all((moved / c / 'genotype.json').exists() and not os.path.isabs(c)
+                             for c in checkpoints)
+
+
 def test_new_search_in_a_used_workdir_refuses(synthetic_search):
   result = _launch('--experiment=pso_synthetic', '--preset=smoke',
                    f'--workdir={synthetic_search}')

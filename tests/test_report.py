@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -115,6 +116,19 @@ def test_leaderboard_ranks_first_the_genotype_the_final_stage_retrains(tmp_path)
   board = report.leaderboard(report.load_run(str(tmp_path)))
   assert [t.genotype_hash for t in final.ranking(trials)] == list(board.genotype_hash)
   assert board.genotype_hash[0] == G1.hash
+
+
+def test_wall_time_leaves_out_the_pauses_between_sessions():
+  # Started at 1000; trials land at 1100 and 1200; stopped; resumed at 5000, one more at 5050;
+  # a resume that trained nothing at 6000; resumed at 7000, a trial at 7030.
+  landed = (1100.0, 1200.0, 5050.0, 7030.0)
+  trials = tuple(dataclasses.replace(_trial(i, G1, records.OK, 3, 0.8, train_seconds=100.0),
+                                     created=t) for i, t in enumerate(landed))
+  run = report.Run('w', {'started': '1000', 'resumed': '[5000, 6000, 7000]'}, {}, tuple(CLASSES),
+                   trials, ())
+  np.testing.assert_allclose(report._elapsed(run), [100.0, 200.0, 250.0, 280.0])
+  uninterrupted = dataclasses.replace(run, meta={'started': '1000'})
+  np.testing.assert_allclose(report._elapsed(uninterrupted), np.array(landed) - 1000.0)
 
 
 def _read(path: str) -> str:
