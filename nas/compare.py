@@ -104,8 +104,8 @@ def make_study(name: str, preset: str, optimizers: Sequence[str] | None = None,
   if fixed:
     raise errors.UserError(f'the study sets search.optimizer and seed of each run; use '
                            f'--optimizers and --seeds instead of --config.{fixed[0]}')
-  study = Study(name, STUDIES[name], preset, optimizers, tuple(range(first_seed, first_seed + seeds)),
-                tuple(overrides))
+  study = Study(name, STUDIES[name], preset, optimizers,
+                tuple(range(first_seed, first_seed + seeds)), tuple(overrides))
   for run in study.runs():  # a typo in an override fails here, not after hours of training
     study.config(run)
   return study
