@@ -87,6 +87,8 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
       shared_start=True,        # first population drawn from the seed alone, the same for
                                 # every optimizer (nas.space.SearchSpace.first_generation)
       budget=32,                # candidates asked in all, duplicates included (untrainable ones are redrawn)
+      new_networks=False,       # an optimizer about to repeat a network is told its loss and
+                                # asks anew: the budget buys distinct networks (NewNetworks)
       time_budget_s=0.0,        # stop asking after this much wall time; 0 = none
       metric='accuracy',        # fitness = 1 - this validation metric
       objectives=(),            # extra objectives to minimise too: 'params', 'flops'

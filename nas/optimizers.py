@@ -93,6 +93,43 @@ class GridSearch:
 _RETRIES_FOR_A_NEW_NETWORK = 100
 
 
+class NewNetworks:
+  """Wraps an ask/tell optimizer so that its asks are networks it has not asked before.
+
+  An ask of a network already asked is told that network's loss (now, or when the first
+  ask of it is told) and the optimizer asks anew, up to `_RETRIES_FOR_A_NEW_NETWORK` times;
+  so a budget of n candidates buys n networks to train, where PSO and DE, as they converge,
+  would spend part of it on networks trained before (stored as duplicates). Deterministic
+  given the tells, so a resumed search replays the same asks.
+  """
+
+  def __init__(self, optimizer, space: space_lib.SearchSpace):
+    self._optimizer, self._space = optimizer, space
+    self.parametrization = optimizer.parametrization
+    self._told: dict[str, Any] = {}  # genotype hash -> the loss told for it
+    self._waiting: dict[str, list[Any]] = {}  # hash asked, not yet told -> its repeats
+
+  def ask(self):
+    for attempt in range(_RETRIES_FOR_A_NEW_NETWORK + 1):
+      candidate = self._optimizer.ask()
+      genotype_hash = self._space.decode(candidate.value).hash
+      if attempt == _RETRIES_FOR_A_NEW_NETWORK or not (
+          genotype_hash in self._told or genotype_hash in self._waiting):
+        break
+      if genotype_hash in self._told:
+        self._optimizer.tell(candidate, self._told[genotype_hash])
+      else:  # asked, not yet told: told with it
+        self._waiting[genotype_hash].append(candidate)
+    self._waiting.setdefault(genotype_hash, [])
+    return candidate
+
+  def tell(self, candidate, loss) -> None:
+    genotype_hash = self._space.decode(candidate.value).hash
+    self._told[genotype_hash] = loss
+    for repeat in [candidate, *self._waiting.pop(genotype_hash, [])]:
+      self._optimizer.tell(repeat, loss)
+
+
 class DepthThenGenes:
   """TPEvo-CNN's two phases (Ghosh et al. 2023): DE chooses the depth, then a GA the rest.
 
@@ -214,12 +251,14 @@ def _grid_points(options: dict[str, Any], budget: int,
 
 
 def make(name: str, space: space_lib.SearchSpace, seed: int, budget: int, population: int,
-         options: dict[str, Any], shared_start: bool = False):
+         options: dict[str, Any], shared_start: bool = False, new_networks: bool = False):
   """An optimizer over `space` with Nevergrad's ask/tell interface, seeded by `seed`.
 
   With `shared_start`, its first asks return the seed's first generation of the space
   (`SearchSpace.first_generation`), the same for every optimizer; told, those points seed
-  its population as its own first draws would. A grid asks its own points.
+  its population as its own first draws would. A grid asks its own points. With
+  `new_networks`, it asks anew where it would repeat a network (NewNetworks); a grid never
+  repeats one, and tpevo always asks anew.
   """
   if name not in OPTIMIZERS:
     raise errors.UserError(
@@ -230,8 +269,9 @@ def make(name: str, space: space_lib.SearchSpace, seed: int, budget: int, popula
   if name == 'tpevo':
     return DepthThenGenes(space, seed, budget, population, options, start)
   family = OPTIMIZERS[name](population, dict(options))
-  return _with_start(family(space.parametrization(seed), budget=budget, num_workers=population),
-                     start)
+  optimizer = _with_start(family(space.parametrization(seed), budget=budget,
+                                 num_workers=population), start)
+  return NewNetworks(optimizer, space) if new_networks else optimizer
 
 
 def _with_start(optimizer, start: Sequence[np.ndarray]):

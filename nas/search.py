@@ -170,7 +170,8 @@ class Search:
       warnings.simplefilter('ignore', ng.errors.FailedConstraintWarning)
       optimizer = optimizers.make(cfg.optimizer, self.space, self.config.seed, budget,
                                   cfg.population, cfg.options.to_dict(),
-                                  shared_start=cfg.shared_start)
+                                  shared_start=cfg.shared_start,
+                                  new_networks=cfg.new_networks)
       getattr(self, _LOOPS[cfg.mode])(optimizer, budget)
     return self.store.trials()
 

@@ -136,9 +136,10 @@ def _key(trials):
   return sorted((t.ask_index, t.fidelity, t.genotype_hash, t.status, t.loss) for t in trials)
 
 
-@pytest.mark.parametrize('optimizer', ['pso', 'de', 'ga', 'tpevo'])
-def test_resumed_search_equals_uninterrupted(tmp_path, calls, optimizer):
-  config = _config(optimizer=optimizer, budget=16, population=4)
+@pytest.mark.parametrize('optimizer, new_networks', [
+    ('pso', False), ('de', False), ('ga', False), ('tpevo', False), ('pso', True), ('de', True)])
+def test_resumed_search_equals_uninterrupted(tmp_path, calls, optimizer, new_networks):
+  config = _config(optimizer=optimizer, budget=16, population=4, new_networks=new_networks)
   reference = _run(config, tmp_path / 'reference', calls)
   trained_once = len(calls)
   with pytest.raises(KeyboardInterrupt):

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 import warnings
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -171,6 +172,36 @@ def test_tpevo_chooses_the_depth_then_the_other_genes():
   assert len({json.dumps(others, sort_keys=True) for _, _, others in phase_two}) == 10
   with pytest.raises(errors.UserError, match='space.num_cells'):
     optimizers.make('tpevo', _space(num_cells=(1,)), 0, 20, 5, {})
+
+
+def _repeats(name: str, seed: int, new_networks: bool) -> int:
+  """Asks of a network asked before, in 6 generations of 6 with a loss that has plateaus."""
+  space = _space(num_stages=2, widths=(16, 32))
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', ng.errors.InefficientSettingsWarning)
+    optimizer = optimizers.make(name, space, seed=seed, budget=36, population=6, options={},
+                                shared_start=True, new_networks=new_networks)
+    asked, repeats = set(), 0
+    for _ in range(6):
+      batch = [optimizer.ask() for _ in range(6)]
+      for candidate in batch:
+        genotype_hash = space.decode(candidate.value).hash
+        repeats += genotype_hash in asked
+        asked.add(genotype_hash)
+      for candidate in batch:  # told as a synchronous search tells: after the whole batch
+        genes = space.genes(candidate.value)
+        optimizer.tell(candidate, float(sum(zlib.crc32(f'{k}={v}'.encode()) % 7
+                                            for k, v in genes.items())))
+  return repeats
+
+
+@pytest.mark.parametrize('name, seed', [('de', 3), ('pso', 0)])
+def test_new_networks_asks_anew_where_the_optimizer_would_repeat_a_network(name, seed):
+  without, with_new_networks = _repeats(name, seed, False), _repeats(name, seed, True)
+  assert without >= 5
+  # DE finds a new network within 100 asks every time; PSO's swarm, converged on this small
+  # space, does not always.
+  assert with_new_networks == 0 if name == 'de' else with_new_networks < without / 3
 
 
 def test_tpevo_phase_two_before_any_phase_one_result_is_a_user_error():
