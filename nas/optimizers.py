@@ -87,9 +87,8 @@ class GridSearch:
     del candidate, loss  # a grid does not adapt
 
 
-# A phase's optimizer that asks for a network already asked is told its loss (now, or when
-# the first ask of it is told) and asks anew, up to this many times: a repeat costs no
-# training, so the budget buys new networks.
+# How many times NewNetworks and tpevo's phases ask anew before they hand out a repeat: a
+# converged optimizer may find no new network, and its repeat is then stored as a duplicate.
 _RETRIES_FOR_A_NEW_NETWORK = 100
 
 
