@@ -132,14 +132,19 @@ class DaskExecutor:
   """dask.distributed: a LocalCluster of worker processes, or an existing scheduler."""
 
   def __init__(self, workers: int, address: str, compilation_cache: str):
+    import dask  # pylint: disable=g-import-not-at-top
     from distributed import Client, LocalCluster  # pylint: disable=g-import-not-at-top
     self.slots = workers
     if address:
       self._client = Client(address)
       self._cluster = None
     else:
-      self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
+      # Dask limits its workers to one OpenMP thread and sets a malloc trim threshold; the
+      # oneDNN convolutions then sum in another order and train other numbers than the local
+      # executor's. The workers keep this process's environment instead.
+      with dask.config.set({'distributed.nanny.pre-spawn-environ': {}}):
+        self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                     dashboard_address=None)
       self._client = Client(self._cluster)
     self._client.run(_use_compilation_cache, compilation_cache)
 
