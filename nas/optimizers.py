@@ -87,46 +87,52 @@ class GridSearch:
     del candidate, loss  # a grid does not adapt
 
 
-# How many times NewNetworks and tpevo's phases ask anew before they hand out a repeat: a
-# converged optimizer may find no new network, and its repeat is then stored as a duplicate.
+# How many times NewNetworks asks anew before it hands out a repeat: a converged optimizer
+# may find no new network, and its repeat is then stored as a duplicate.
 _RETRIES_FOR_A_NEW_NETWORK = 100
 
 
 class NewNetworks:
-  """Wraps an ask/tell optimizer so that its asks are networks it has not asked before.
+  """Wraps an ask/tell optimizer so that its asks are networks not asked before.
 
   An ask of a network already asked is told that network's loss (now, or when the first
   ask of it is told) and the optimizer asks anew, up to `_RETRIES_FOR_A_NEW_NETWORK` times;
   so a budget of n candidates buys n networks to train, where PSO and DE, as they converge,
-  would spend part of it on networks trained before (stored as duplicates). Deterministic
-  given the tells, so a resumed search replays the same asks.
+  would spend part of it on networks trained before (stored as duplicates). `network` names
+  the network of an ask's value (its genotype hash). Wrappers given the same `told` and
+  `waiting` share what was asked, as tpevo's two phases do. Deterministic given the tells, so
+  a resumed search replays the same asks.
   """
 
-  def __init__(self, optimizer, space: space_lib.SearchSpace):
-    self._optimizer, self._space = optimizer, space
+  def __init__(self, optimizer, network: Callable[[np.ndarray], str],
+               told: dict[str, Any] | None = None,
+               waiting: dict[str, list[tuple[Any, Any]]] | None = None):
+    self._optimizer, self._network = optimizer, network
     self.parametrization = optimizer.parametrization
-    self._told: dict[str, Any] = {}  # genotype hash -> the loss told for it
-    self._waiting: dict[str, list[Any]] = {}  # hash asked, not yet told -> its repeats
+    self._told = {} if told is None else told  # network -> the loss told for it
+    # Network asked, not yet told -> its repeats, (optimizer, candidate), told with it.
+    self._waiting = {} if waiting is None else waiting
 
   def ask(self):
     for attempt in range(_RETRIES_FOR_A_NEW_NETWORK + 1):
       candidate = self._optimizer.ask()
-      genotype_hash = self._space.decode(candidate.value).hash
+      network = self._network(candidate.value)
       if attempt == _RETRIES_FOR_A_NEW_NETWORK or not (
-          genotype_hash in self._told or genotype_hash in self._waiting):
+          network in self._told or network in self._waiting):
         break
-      if genotype_hash in self._told:
-        self._optimizer.tell(candidate, self._told[genotype_hash])
-      else:  # asked, not yet told: told with it
-        self._waiting[genotype_hash].append(candidate)
-    self._waiting.setdefault(genotype_hash, [])
+      if network in self._told:
+        self._optimizer.tell(candidate, self._told[network])
+      else:
+        self._waiting[network].append((self._optimizer, candidate))
+    self._waiting.setdefault(network, [])
     return candidate
 
   def tell(self, candidate, loss) -> None:
-    genotype_hash = self._space.decode(candidate.value).hash
-    self._told[genotype_hash] = loss
-    for repeat in [candidate, *self._waiting.pop(genotype_hash, [])]:
-      self._optimizer.tell(repeat, loss)
+    network = self._network(candidate.value)
+    self._told[network] = loss
+    self._optimizer.tell(candidate, loss)
+    for optimizer, repeat in self._waiting.pop(network, []):
+      optimizer.tell(repeat, loss)
 
 
 class DepthThenGenes:
@@ -142,9 +148,8 @@ class DepthThenGenes:
   own coordinates, and the space's `trainable` check of the whole vector is its cheap
   constraint, so both redraw untrainable points. A shared first population gives each phase
   its own coordinates of those points. With the other genes fixed, phase one's space is
-  small (27 depths at `quick`), so DE often asks for a network again: that repeat gets the
-  network's loss and DE asks anew, so the search gets networks not asked before, until a
-  phase has converged so far that 100 asks in a row are repeats.
+  small (27 depths at `quick`), so DE often asks for a network again: each phase is a
+  NewNetworks, the two sharing what was asked, so the search gets networks not asked before.
   """
 
   def __init__(self, space: space_lib.SearchSpace, seed: int, budget: int, population: int,
@@ -161,13 +166,12 @@ class DepthThenGenes:
     self._phase_one_budget = min(budget, population * max(1, round(budget / 2 / population)))
     self._base = np.zeros(space.dimension)
     self._coordinates = depth
-    self._de = self._phase = self._sub_optimizer(_de(population, dict(options)),
-                                                 self._phase_one_budget)
-    self._phase_one: list[tuple[Any, np.ndarray]] = []  # (loss, vector) of DE's tells
-    self._asked: dict[str, Any] = {}  # candidate uid -> (its phase's optimizer, candidate)
-    self._told: dict[str, Any] = {}  # genotype hash -> the loss told for it
-    # Genotype hash asked and not yet told -> the phases' repeats of it, told with it.
-    self._waiting: dict[str, list[tuple[Any, Any, np.ndarray]]] = {}
+    self._phase_one: list[tuple[Any, np.ndarray]] = []  # (loss, vector) of phase one's tells
+    self._asked: dict[str, Any] = {}  # candidate uid -> (its phase, the phase's candidate)
+    self._told: dict[str, Any] = {}  # shared by the phases' NewNetworks
+    self._waiting: dict[str, list[tuple[Any, Any]]] = {}
+    self._de = self._phase = self._new_networks(
+        self._sub_optimizer(_de(population, dict(options)), self._phase_one_budget))
     self._num_asked = 0
 
   def _sub_optimizer(self, family, budget: int):
@@ -181,8 +185,15 @@ class DepthThenGenes:
              if self._trainable(base, coordinates, point[coordinates])]
     return _with_start(optimizer, start)
 
+  def _new_networks(self, optimizer) -> NewNetworks:
+    network = functools.partial(self._network, self._base.copy(), self._coordinates)
+    return NewNetworks(optimizer, network, self._told, self._waiting)
+
   def _trainable(self, base: np.ndarray, coordinates: list[int], values: np.ndarray) -> bool:
     return self._space.trainable(_compose(base, coordinates, values))
+
+  def _network(self, base: np.ndarray, coordinates: list[int], values: np.ndarray) -> str:
+    return self._space.decode(_compose(base, coordinates, values)).hash
 
   def _start_phase_two(self) -> None:
     if not self._phase_one:
@@ -191,41 +202,25 @@ class DepthThenGenes:
           'was told yet: use search.mode=sync, or fewer workers than half the budget')
     loss, best = min(self._phase_one, key=lambda told: np.ravel(told[0])[0])
     self._base, self._coordinates = best, self._genes
-    self._phase = self._sub_optimizer(_ga(self._population, {}),
-                                      self._budget - self._phase_one_budget)
-    self._phase.tell(self._phase.parametrization.spawn_child(new_value=best[self._genes]), loss)
+    ga = self._sub_optimizer(_ga(self._population, {}), self._budget - self._phase_one_budget)
+    ga.tell(ga.parametrization.spawn_child(new_value=best[self._genes]), loss)
+    self._phase = self._new_networks(ga)
 
   def ask(self):
     if self._num_asked == self._phase_one_budget:
       self._start_phase_two()
     self._num_asked += 1
-    for attempt in range(_RETRIES_FOR_A_NEW_NETWORK + 1):
-      sub = self._phase.ask()
-      vector = _compose(self._base, self._coordinates, sub.value)
-      genotype_hash = self._space.decode(vector).hash
-      if attempt == _RETRIES_FOR_A_NEW_NETWORK or not (
-          genotype_hash in self._told or genotype_hash in self._waiting):
-        break
-      if genotype_hash in self._told:
-        self._tell_phase(self._phase, sub, vector, self._told[genotype_hash])
-      else:  # asked, not yet told: told with it
-        self._waiting[genotype_hash].append((self._phase, sub, vector))
-    candidate = self.parametrization.spawn_child(new_value=vector)
+    sub = self._phase.ask()
+    candidate = self.parametrization.spawn_child(
+        new_value=_compose(self._base, self._coordinates, sub.value))
     self._asked[candidate.uid] = (self._phase, sub)
-    self._waiting.setdefault(genotype_hash, [])
     return candidate
 
   def tell(self, candidate, loss) -> None:
     phase, sub = self._asked.pop(candidate.uid)
-    genotype_hash = self._space.decode(candidate.value).hash
-    self._told[genotype_hash] = loss
-    for repeat in [(phase, sub, candidate.value), *self._waiting.pop(genotype_hash, [])]:
-      self._tell_phase(*repeat, loss)
-
-  def _tell_phase(self, phase, sub, vector: np.ndarray, loss) -> None:
     phase.tell(sub, loss)
     if phase is self._de:
-      self._phase_one.append((loss, vector))
+      self._phase_one.append((loss, candidate.value))
 
 
 def _compose(base: np.ndarray, coordinates: list[int], values: np.ndarray) -> np.ndarray:
@@ -270,7 +265,9 @@ def make(name: str, space: space_lib.SearchSpace, seed: int, budget: int, popula
   family = OPTIMIZERS[name](population, dict(options))
   optimizer = _with_start(family(space.parametrization(seed), budget=budget,
                                  num_workers=population), start)
-  return NewNetworks(optimizer, space) if new_networks else optimizer
+  if not new_networks:
+    return optimizer
+  return NewNetworks(optimizer, lambda value: space.decode(value).hash)
 
 
 def _with_start(optimizer, start: Sequence[np.ndarray]):
