@@ -69,6 +69,18 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
         f'{type(value).__name__} ({e})') from e
 
 
+# Config fields added after searches were stored, each at the value that does what the code
+# did before the field existed (as stored configs, JSON, hold it): a stored config without one
+# reads as having that value, so such a search resumes on a later version (the search still
+# checks each replayed candidate).
+FIELDS_ADDED_LATER = {
+    'space.stage_widths': [],
+    'train.class_balanced': False,
+    'search.shared_start': False,
+    'search.new_networks': False,
+}
+
+
 def config_differences(then: dict, now: dict, shown: int = 5) -> list[str]:
   """'field: then -> now' for the first `shown` config fields that would change the trials.
 
@@ -76,9 +88,10 @@ def config_differences(then: dict, now: dict, shown: int = 5) -> list[str]:
   search may continue on another executor or with another setting of it. A larger
   `search.budget` extends the search: the stored trials are its first candidates, which the
   search checks one by one as it replays them (launch.py refuses it for an optimizer whose
-  asks depend on the budget: `nas.optimizers.EXTENSIBLE`).
+  asks depend on the budget: `nas.optimizers.EXTENSIBLE`). `then` lacking a field of
+  `FIELDS_ADDED_LATER` had that field's earlier value.
   """
-  flat_then, flat_now = _flatten(then), _flatten(now)
+  flat_then, flat_now = {**FIELDS_ADDED_LATER, **_flatten(then)}, _flatten(now)
   missing = '(absent)'
   changed = [f'{key}: {flat_then.get(key, missing)} -> {flat_now.get(key, missing)}'
              for key in sorted(flat_then.keys() | flat_now.keys())

@@ -48,9 +48,14 @@ def test_config_differences_name_what_changes_the_trials_and_skip_the_executor()
   then = experiments.get_config('pso_brain_mri', 'smoke').to_dict()
   now = experiments.get_config('pso_brain_mri', 'smoke', [
       'search.budget=2', 'executor.kind=dask', 'executor.compile_ahead=0']).to_dict()
-  del then['train']['class_balanced']  # a field that a later version added
+  del then['train']['patience']  # a field missing for no known reason
   assert experiments.config_differences(then, now) == [
-      'search.budget: 4 -> 2', 'train.class_balanced: (absent) -> False']
+      'search.budget: 4 -> 2', 'train.patience: (absent) -> 0']
+  # A field that a later version added reads as its value from before it existed.
+  del then['train']['class_balanced'], then['search']['new_networks']
+  later = experiments.get_config('pso_brain_mri', 'smoke', ['search.new_networks=True'])
+  assert experiments.config_differences(then, later.to_dict()) == [
+      'search.new_networks: False -> True', 'train.patience: (absent) -> 0']
   # A larger budget extends the search that `then` started.
   larger = experiments.get_config('pso_brain_mri', 'smoke', ['search.budget=20']).to_dict()
   assert experiments.config_differences(now, larger) == []
