@@ -33,7 +33,7 @@ from nas import report
 # Study name -> the experiment every run starts from.
 STUDIES: dict[str, str] = {
     f'compare_optimizers_{task}': f'pso_{task}'
-    for task in ('brain_mri', 'pneumoniamnist', 'breastmnist', 'synthetic')}
+    for task in ('brain_mri', 'pneumoniamnist', 'breastmnist', 'dermamnist', 'synthetic')}
 OPTIMIZERS = ('pso', 'de', 'ga', 'cma', 'random')
 SEEDS = 3
 # Written into a run's workdir once it has finished: the config it finished with.

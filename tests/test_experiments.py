@@ -109,7 +109,8 @@ def test_registry_skips_shared_modules():
   assert not [n for n in experiments.names() if n.startswith('_') or n == 'common']
   assert {'tpevo_brain_mri', 'ga_brain_mri', 'grid_brain_mri', 'psocnn_brain_mri',
           'random_brain_mri', 'zoo_brain_mri', 'pso_pneumoniamnist', 'random_pneumoniamnist',
-          'pso_breastmnist', 'random_breastmnist'} <= set(experiments.names())
+          'pso_breastmnist', 'random_breastmnist', 'pso_dermamnist',
+          'random_dermamnist'} <= set(experiments.names())
 
 
 @pytest.mark.parametrize('preset', PRESETS)
@@ -119,6 +120,7 @@ def test_baselines_search_what_their_pso_experiment_searches(preset):
                                 ('pso_brain_mri', 'tpevo_brain_mri', 'tpevo'),
                                 ('pso_pneumoniamnist', 'random_pneumoniamnist', 'random'),
                                 ('pso_breastmnist', 'random_breastmnist', 'random'),
+                                ('pso_dermamnist', 'random_dermamnist', 'random'),
                                 ('pso_kvasir_seg', 'random_kvasir_seg', 'random')]:
     expected = experiments.get_config(pso, preset)
     expected.experiment, expected.search.optimizer = other, optimizer
@@ -139,10 +141,10 @@ def test_protocols_fix_what_their_papers_fix():
     assert ga.space.cells == ('conv',) and len(ga.space.kernels) > 1
     assert len(ga.space.num_cells) > 1 and len(ga.space.widths) == 1
   assert experiments.get_config('grid_brain_mri', 'full').search.budget == 27
-  for task in ('pneumoniamnist', 'breastmnist'):
+  for task, channels in (('pneumoniamnist', 1), ('breastmnist', 1), ('dermamnist', 3)):
     config = experiments.get_config(f'pso_{task}', 'quick')
     assert config.data.name == f'medmnist/{task}'
-    assert (config.data.image_size, config.data.channels) == (28, 1)
+    assert (config.data.image_size, config.data.channels) == (28, channels)
 
 
 def test_zoo_trains_the_reference_networks():

@@ -1,4 +1,4 @@
-"""`launch.py` end to end: the synthetic search, the real-data smoke search, and bad input."""
+"""`launch.py` end to end: the synthetic searches, the real-data smoke search, and bad input."""
 import json
 import os
 import shutil
@@ -6,10 +6,12 @@ import sqlite3
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from benchmarks import kill_resume
+import models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.environ.get('MEDNAS_DATA_DIR', os.path.join(ROOT, 'data'))
@@ -193,3 +195,25 @@ def test_smoke_search_on_real_brain_mri(tmp_path):
   with sqlite3.connect(tmp_path / 'run' / 'trials.sqlite') as db:
     (test_metrics,), = db.execute('SELECT test_metrics FROM final').fetchall()
   assert json.loads(test_metrics)['num_examples'] == 1311
+
+
+def test_colour_medmnist_experiment_trains_on_rgb_images(tmp_path):
+  """pso_dermamnist on a DermaMNIST-shaped file: 7 classes of RGB 28x28 images, kept RGB."""
+  rng = np.random.default_rng(0)
+  arrays = {}
+  for split, count in (('train', 70), ('val', 21), ('test', 21)):
+    labels = np.arange(count, dtype=np.uint8) % 7
+    arrays[f'{split}_images'] = rng.integers(0, 256, (count, 28, 28, 3), dtype=np.uint8)
+    arrays[f'{split}_labels'] = labels[:, None]
+  os.makedirs(tmp_path / 'medmnist')
+  np.savez(tmp_path / 'medmnist' / 'dermamnist.npz', **arrays)
+  result = _launch('--experiment=pso_dermamnist', '--preset=smoke',
+                   f'--workdir={tmp_path / "run"}', f'--data_dir={tmp_path}')
+  assert result.returncode == 0, result.stderr[-5000:]
+  with sqlite3.connect(tmp_path / 'run' / 'trials.sqlite') as db:
+    (test_metrics,), = db.execute('SELECT test_metrics FROM final').fetchall()
+  assert json.loads(test_metrics)['num_examples'] == 21
+  winner = models.load(str(tmp_path / 'run' / 'best'))  # restores 3-channel weights
+  assert winner.channels == 3 and len(winner.class_names) == 7
+  assert winner.predict(arrays['test_images'][:2]).shape == (2, 7)
+  assert 'DermaMNIST (MedMNIST v2)' in (tmp_path / 'run' / 'leaderboard.md').read_text()
