@@ -4,6 +4,7 @@ import os
 import pathlib
 
 import filelock
+import numpy as np
 import pytest
 
 from benchmarks import kill_resume
@@ -35,3 +36,20 @@ def small_search(tmp_path_factory, worker_id) -> SearchRun:
       kill_resume.run_search(str(run.workdir), run.env, SMALL_SEARCH)
       (run.workdir.parent / 'done').touch()
   return run
+
+
+@pytest.fixture
+def write_medmnist():
+  """Writes a MedMNIST v2-style `.npz` of random images, every class in each split's first rows."""
+  def write(path, n=(30, 6, 10), shape=(28, 28), num_classes=3, label_cols=1):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, count in zip(('train', 'val', 'test'), n):
+      arrays[f'{split}_images'] = rng.integers(0, 256, (count,) + shape, dtype=np.uint8)
+      arrays[f'{split}_labels'] = rng.integers(0, num_classes, (count, label_cols),
+                                               dtype=np.uint8)
+      arrays[f'{split}_labels'][:num_classes, 0] = np.arange(num_classes)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path, **arrays)
+    return arrays
+  return write

@@ -265,21 +265,8 @@ def test_killed_cache_write_leaves_no_entry(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ medmnist
 
 
-def _write_npz(path, n=(30, 6, 10), shape=(28, 28), num_classes=3, label_cols=1):
-  rng = np.random.default_rng(0)
-  arrays = {}
-  for split, count in zip(('train', 'val', 'test'), n):
-    arrays[f'{split}_images'] = rng.integers(0, 256, (count,) + shape, dtype=np.uint8)
-    arrays[f'{split}_labels'] = rng.integers(0, num_classes, (count, label_cols),
-                                             dtype=np.uint8)
-    arrays[f'{split}_labels'][:num_classes, 0] = np.arange(num_classes)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  np.savez(path, **arrays)
-  return arrays
-
-
-def test_medmnist_official_splits_unchanged_at_native_size(tmp_path):
-  arrays = _write_npz(tmp_path / 'medmnist' / 'tinymnist.npz')
+def test_medmnist_official_splits_unchanged_at_native_size(tmp_path, write_medmnist):
+  arrays = write_medmnist(tmp_path / 'medmnist' / 'tinymnist.npz')
   s = datasets.load('medmnist/tinymnist', data_dir=str(tmp_path), image_size=28)
   assert s.class_names == ('0', '1', '2') and s.info['val'] == 'official'
   for split, x in s.items():
@@ -288,19 +275,19 @@ def test_medmnist_official_splits_unchanged_at_native_size(tmp_path):
     assert x.ids[1] == f'{split}/1'
 
 
-def test_medmnist_resize_channels_and_names(tmp_path):
-  _write_npz(tmp_path / 'medmnist' / 'pneumoniamnist.npz', num_classes=2)
+def test_medmnist_resize_channels_and_names(tmp_path, write_medmnist):
+  write_medmnist(tmp_path / 'medmnist' / 'pneumoniamnist.npz', num_classes=2)
   s = datasets.load('medmnist/pneumoniamnist', data_dir=str(tmp_path), image_size=32,
                     channels=3)
   assert s.class_names == ('normal', 'pneumonia')
   assert s.train.images.shape == (30, 32, 32, 3)
-  _write_npz(tmp_path / 'medmnist' / 'colour.npz', shape=(28, 28, 3))
+  write_medmnist(tmp_path / 'medmnist' / 'colour.npz', shape=(28, 28, 3))
   grey = datasets.load('medmnist/colour', data_dir=str(tmp_path), image_size=28)
   assert grey.test.images.shape == (10, 28, 28, 1)
 
 
-def test_medmnist_multilabel_and_missing_are_errors(tmp_path):
-  _write_npz(tmp_path / 'medmnist' / 'multi.npz', label_cols=14, num_classes=2)
+def test_medmnist_multilabel_and_missing_are_errors(tmp_path, write_medmnist):
+  write_medmnist(tmp_path / 'medmnist' / 'multi.npz', label_cols=14, num_classes=2)
   with pytest.raises(datasets.DataError, match='multi-label'):
     datasets.load('medmnist/multi', data_dir=str(tmp_path))
   with pytest.raises(datasets.DataError, match='multi-label'):

@@ -6,7 +6,6 @@ import sqlite3
 import subprocess
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -197,16 +196,10 @@ def test_smoke_search_on_real_brain_mri(tmp_path):
   assert json.loads(test_metrics)['num_examples'] == 1311
 
 
-def test_colour_medmnist_experiment_trains_on_rgb_images(tmp_path):
+def test_colour_medmnist_experiment_trains_on_rgb_images(tmp_path, write_medmnist):
   """pso_dermamnist on a DermaMNIST-shaped file: 7 classes of RGB 28x28 images, kept RGB."""
-  rng = np.random.default_rng(0)
-  arrays = {}
-  for split, count in (('train', 70), ('val', 21), ('test', 21)):
-    labels = np.arange(count, dtype=np.uint8) % 7
-    arrays[f'{split}_images'] = rng.integers(0, 256, (count, 28, 28, 3), dtype=np.uint8)
-    arrays[f'{split}_labels'] = labels[:, None]
-  os.makedirs(tmp_path / 'medmnist')
-  np.savez(tmp_path / 'medmnist' / 'dermamnist.npz', **arrays)
+  arrays = write_medmnist(tmp_path / 'medmnist' / 'dermamnist.npz', n=(70, 21, 21),
+                          shape=(28, 28, 3), num_classes=7)
   result = _launch('--experiment=pso_dermamnist', '--preset=smoke',
                    f'--workdir={tmp_path / "run"}', f'--data_dir={tmp_path}')
   assert result.returncode == 0, result.stderr[-5000:]
