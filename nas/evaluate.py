@@ -1,51 +1,115 @@
-r"""Scores a saved network on a split of the dataset it was trained for.
+r"""Scores a saved network, or an ensemble of them, on a split of the dataset it was trained for.
 
   python -m nas.evaluate --model=WORKDIR/best [--split=test] [--dedup] [--data_dir=DIR]
+  python -m nas.evaluate --model='WORKDIR/final/*' [...]
 
 `--dedup` keeps only the images without a near duplicate in the training split (see
 `python -m datasets.audit`), which is the honest test set of a leaky dataset. Prints the
 metrics as JSON. Searches score their test split in their final stage; this is for a model
 saved earlier or elsewhere.
+
+Several `--model` flags, or a quoted glob, score each network and their ensemble: the mean
+of their predicted probabilities (soft voting), e.g. the final stage's seeds of one genotype.
+Choose the members before looking at test numbers, or the ensemble's score is not a test.
 """
 from __future__ import annotations
 
+import glob
 import json
 import sys
+from collections.abc import Sequence
 
 from absl import app
 from absl import flags
+import numpy as np
 
 import datasets
 from nas import metrics as metrics_lib
 
-_MODEL = flags.DEFINE_string('model', None, 'A saved model folder, e.g. WORKDIR/best.')
+_MODEL = flags.DEFINE_multi_string(
+    'model', None, 'A saved model folder, e.g. WORKDIR/best. Repeat it, or quote a glob such '
+    'as WORKDIR/final/*, to score an ensemble.')
 _SPLIT = flags.DEFINE_enum('split', 'test', ['train', 'val', 'test'], 'Which split to score.')
 _DEDUP = flags.DEFINE_bool('dedup', False, 'Drop images with a near duplicate in training.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Default $MEDNAS_DATA_DIR or ./data.')
 _SEED = flags.DEFINE_integer('seed', 0, 'The experiment seed (it places the val split).')
+
+# What members of one ensemble must share: they are scored on one split, class by class.
+_SHARED = ('dataset', 'data_options', 'class_names', 'image_size', 'channels')
+
+
+def model_paths(patterns: Sequence[str]) -> list[str]:
+  """The folders named, each glob pattern replaced by its matches in sorted order."""
+  paths = []
+  for pattern in patterns:
+    matches = sorted(glob.glob(pattern)) if any(c in pattern for c in '*?[') else [pattern]
+    if not matches:
+      raise ValueError(f'--model={pattern} matches nothing')
+    paths += matches
+  return paths
+
+
+def ensemble_probabilities(members: Sequence, images: np.ndarray,
+                           batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
+  """Each member's probabilities, and their mean (the ensemble's)."""
+  probabilities = [member.predict(images, batch_size) for member in members]
+  return probabilities, np.mean(probabilities, axis=0)
+
+
+def mismatch(members: Sequence, paths: Sequence[str]) -> str | None:
+  """Why the members cannot form one ensemble, or None where they can."""
+  for name in _SHARED:
+    values = [_setting(member, name) for member in members]
+    for path, value in zip(paths[1:], values[1:]):
+      if value != values[0]:
+        return f'{path} has {name} {value!r}, {paths[0]} has {values[0]!r}'
+  return None
+
+
+def _setting(model, name: str):
+  return model.info.get(name) if name in ('dataset', 'data_options') else getattr(model, name)
 
 
 def main(argv: list[str]) -> None:
   del argv
   import models  # pylint: disable=g-import-not-at-top
   try:
-    model = models.load(_MODEL.value)
+    paths = model_paths(_MODEL.value or [])
+    members = [models.load(path) for path in paths]
   except (OSError, ValueError, KeyError, TypeError) as e:
-    print(f'error: cannot load a model from {_MODEL.value} ({e}); pass a folder saved by a '
-          'search, e.g. WORKDIR/best', file=sys.stderr)
-    sys.exit(2)
-  spec = datasets.Spec(name=model.info['dataset'], data_dir=_DATA_DIR.value or
-                       datasets.default_data_dir(), image_size=model.image_size,
-                       channels=model.channels, seed=_SEED.value, dedup=_DEDUP.value,
-                       options=tuple(sorted(model.info.get('data_options', {}).items())))
+    _fail(f'cannot load a model ({e}); pass folders saved by a search, e.g. WORKDIR/best or '
+          "'WORKDIR/final/*'")
+  if not members:
+    _fail('no model given; pass --model=WORKDIR/best')
+  reason = mismatch(members, paths)
+  if reason:
+    _fail(f'these models cannot form one ensemble: {reason}; pass models trained on the same '
+          'data and classes')
+  first = members[0]
+  spec = datasets.Spec(name=first.info['dataset'], data_dir=_DATA_DIR.value or
+                       datasets.default_data_dir(), image_size=first.image_size,
+                       channels=first.channels, seed=_SEED.value, dedup=_DEDUP.value,
+                       options=tuple(sorted(first.info.get('data_options', {}).items())))
   try:
     split = getattr(spec.load(), _SPLIT.value)
   except datasets.DataError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  result = metrics_lib.classification_metrics(split.labels, model.predict(split.images, 256))
-  print(json.dumps({'model': _MODEL.value, 'split': _SPLIT.value, 'dedup': _DEDUP.value,
-                    **result}, indent=2))
+    _fail(str(e))
+  each, mean = ensemble_probabilities(members, split.images, 256)
+  header = {'split': _SPLIT.value, 'dedup': _DEDUP.value}
+  if len(members) == 1:
+    result = {'model': paths[0], **header, **metrics_lib.classification_metrics(
+        split.labels, mean)}
+  else:
+    result = {'models': paths, **header,
+              'members': [{'model': path, **metrics_lib.classification_metrics(split.labels, p)}
+                          for path, p in zip(paths, each)],
+              'ensemble': metrics_lib.classification_metrics(split.labels, mean)}
+  print(json.dumps(result, indent=2))
+
+
+def _fail(message: str) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
 
 
 if __name__ == '__main__':

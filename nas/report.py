@@ -1113,6 +1113,7 @@ def write_study(workdirs: Sequence[str], out_dir: str, title: str = '',
   published numbers), leaderboard.csv (study_summary), anytime.csv (study_curves) and
   anytime.png. Returns their paths by file name. Each run keeps its own report.
   """
+  os.makedirs(out_dir, exist_ok=True)
   runs = _unique_labels([load_run(workdir) for workdir in workdirs])
   boards = [leaderboard(run) for run in runs]
   summary = study_summary(runs, boards, baseline)

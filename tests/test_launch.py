@@ -74,6 +74,19 @@ def test_saved_winner_scores_as_the_final_stage_did(synthetic_search):
   assert abs(scored['accuracy'] - stored['accuracy']) <= 1 / stored['num_examples']
 
 
+def test_ensemble_of_a_network_with_itself_scores_as_the_network(synthetic_search):
+  result = subprocess.run([sys.executable, '-m', 'nas.evaluate',
+                           f'--model={synthetic_search / "best"}',
+                           f'--model={synthetic_search / "final" / "*"}'], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  scored = json.loads(result.stdout)
+  assert len(scored['members']) == 2  # best/ is a copy of the one final network
+  assert scored['members'][0]['accuracy'] == scored['members'][1]['accuracy']
+  assert scored['ensemble']['accuracy'] == scored['members'][0]['accuracy']
+  assert scored['ensemble']['num_examples'] == scored['members'][0]['num_examples'] > 0
+
+
 def test_resume_with_a_different_config_refuses_and_keeps_the_store(synthetic_search):
   before = (synthetic_search / 'trials.sqlite').read_bytes()
   result = _launch(f'--workdir={synthetic_search}', '--resume', '--config.search.budget=2')
