@@ -31,6 +31,7 @@ from matplotlib.backends import backend_agg
 import numpy as np
 import pandas as pd
 
+import experiments
 from nas import errors
 from nas import records
 from nas import store
@@ -78,12 +79,16 @@ class Run:
   finals: tuple[records.FinalResult, ...]
   label: str = ''
 
-  def setting(self, dotted: str, default: Any) -> Any:
-    """A config field such as 'search.metric', or `default` where the config lacks it."""
+  def setting(self, dotted: str, default: Any = None) -> Any:
+    """A config field such as 'search.metric'.
+
+    Where the stored config lacks it: its earlier value if it was added later (as a resumed
+    search reads it, `experiments.FIELDS_ADDED_LATER`), else `default`.
+    """
     value = self.config
     for key in dotted.split('.'):
       if not isinstance(value, dict) or key not in value:
-        return default
+        return experiments.FIELDS_ADDED_LATER.get(dotted, default)
       value = value[key]
     return value
 
@@ -1028,7 +1033,7 @@ def baseline_best_in_first_generation(runs: Sequence[Run],
   for run in mine:
     curve = anytime(run)
     population = run.setting('search.population', 0)
-    if (run.setting('search.shared_start', False) and
+    if (run.setting('search.shared_start') and
         evaluations_to_reach(curve, _final_value(curve)) <= population):
       first += 1
   return first, len(mine)
