@@ -14,16 +14,14 @@ Choose the members before looking at test numbers, or the ensemble's score is no
 """
 from __future__ import annotations
 
-import glob
 import json
 import sys
-from collections.abc import Sequence
 
 from absl import app
 from absl import flags
-import numpy as np
 
 import datasets
+from nas import ensemble
 from nas import metrics as metrics_lib
 
 _MODEL = flags.DEFINE_multi_string(
@@ -34,54 +32,19 @@ _DEDUP = flags.DEFINE_bool('dedup', False, 'Drop images with a near duplicate in
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Default $MEDNAS_DATA_DIR or ./data.')
 _SEED = flags.DEFINE_integer('seed', 0, 'The experiment seed (it places the val split).')
 
-# What members of one ensemble must share: they are scored on one split, class by class.
-_SHARED = ('dataset', 'data_options', 'class_names', 'image_size', 'channels')
-
-
-def model_paths(patterns: Sequence[str]) -> list[str]:
-  """The folders named, each glob pattern replaced by its matches in sorted order."""
-  paths = []
-  for pattern in patterns:
-    matches = sorted(glob.glob(pattern)) if any(c in pattern for c in '*?[') else [pattern]
-    if not matches:
-      raise ValueError(f'--model={pattern} matches nothing')
-    paths += matches
-  return paths
-
-
-def ensemble_probabilities(members: Sequence, images: np.ndarray,
-                           batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
-  """Each member's probabilities, and their mean (the ensemble's)."""
-  probabilities = [member.predict(images, batch_size) for member in members]
-  return probabilities, np.mean(probabilities, axis=0)
-
-
-def mismatch(members: Sequence, paths: Sequence[str]) -> str | None:
-  """Why the members cannot form one ensemble, or None where they can."""
-  for name in _SHARED:
-    values = [_setting(member, name) for member in members]
-    for path, value in zip(paths[1:], values[1:]):
-      if value != values[0]:
-        return f'{path} has {name} {value!r}, {paths[0]} has {values[0]!r}'
-  return None
-
-
-def _setting(model, name: str):
-  return model.info.get(name) if name in ('dataset', 'data_options') else getattr(model, name)
-
 
 def main(argv: list[str]) -> None:
   del argv
   import models  # pylint: disable=g-import-not-at-top
   try:
-    paths = model_paths(_MODEL.value or [])
+    paths = ensemble.model_paths(_MODEL.value or [])
     members = [models.load(path) for path in paths]
   except (OSError, ValueError, KeyError, TypeError) as e:
     _fail(f'cannot load a model ({e}); pass folders saved by a search, e.g. WORKDIR/best or '
           "'WORKDIR/final/*'")
   if not members:
     _fail('no model given; pass --model=WORKDIR/best')
-  reason = mismatch(members, paths)
+  reason = ensemble.mismatch(members, paths)
   if reason:
     _fail(f'these models cannot form one ensemble: {reason}; pass models trained on the same '
           'data and classes')
@@ -94,7 +57,7 @@ def main(argv: list[str]) -> None:
     split = getattr(spec.load(), _SPLIT.value)
   except datasets.DataError as e:
     _fail(str(e))
-  each, mean = ensemble_probabilities(members, split.images, 256)
+  each, mean = ensemble.probabilities(members, split.images, 256)
   header = {'split': _SPLIT.value, 'dedup': _DEDUP.value}
   if len(members) == 1:
     result = {'model': paths[0], **header, **metrics_lib.classification_metrics(
