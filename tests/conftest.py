@@ -53,3 +53,20 @@ def write_medmnist():
     np.savez(path, **arrays)
     return arrays
   return write
+
+
+@pytest.fixture
+def save_tiny_model():
+  """Saves an untrained one-stage classifier of 16x16 grey images; returns its folder."""
+  # Imported on use: every test process loads this file, and few of its tests need JAX.
+  import jax  # pylint: disable=g-import-not-at-top
+  import models  # pylint: disable=g-import-not-at-top
+  from models.genotype import Genotype, Stage  # pylint: disable=g-import-not-at-top
+
+  def save(path, class_names):
+    genotype = Genotype((Stage(1, 'conv', 3, 8, 1, 'none', 'max'),), stem_width=8)
+    module = models.build(genotype, len(class_names))
+    variables = module.init(jax.random.key(0), np.zeros((1, 16, 16, 1), np.float32),
+                            train=False)
+    return models.save(path, genotype, variables, class_names, 16, 1, dataset='synthetic')
+  return save

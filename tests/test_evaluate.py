@@ -3,12 +3,10 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
 import models
-from models.genotype import Genotype, Stage
 from nas import ensemble
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,16 +42,9 @@ def test_model_paths_expand_globs_in_order_and_refuse_an_empty_match(tmp_path):
     ensemble.model_paths([str(tmp_path / 'final' / '*')])
 
 
-def _saved_model(path, class_names):
-  genotype = Genotype((Stage(1, 'conv', 3, 8, 1, 'none', 'max'),), stem_width=8)
-  module = models.build(genotype, len(class_names))
-  variables = module.init(jax.random.key(0), np.zeros((1, 16, 16, 1), np.float32), train=False)
-  return models.save(path, genotype, variables, class_names, 16, 1, dataset='synthetic')
-
-
-def test_models_of_different_classes_refuse_to_ensemble_in_one_line(tmp_path):
-  first = _saved_model(str(tmp_path / 'a'), ('normal', 'pneumonia'))
-  second = _saved_model(str(tmp_path / 'b'), ('benign', 'malignant'))
+def test_models_of_different_classes_refuse_to_ensemble_in_one_line(tmp_path, save_tiny_model):
+  first = save_tiny_model(str(tmp_path / 'a'), ('normal', 'pneumonia'))
+  second = save_tiny_model(str(tmp_path / 'b'), ('benign', 'malignant'))
   result = subprocess.run(
       [sys.executable, '-m', 'nas.evaluate', f'--model={first}', f'--model={second}'],
       cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -4,27 +4,18 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 from PIL import Image
 
 import models
 from datasets import imaging
-from models.genotype import Genotype, Stage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ('glioma', 'notumor', '<b>pituitary</b>')
 
 
-def _saved_model(path):
-  genotype = Genotype((Stage(1, 'conv', 3, 8, 1, 'none', 'max'),), stem_width=8)
-  module = models.build(genotype, len(CLASSES))
-  variables = module.init(jax.random.key(0), np.zeros((1, 16, 16, 1), np.float32), train=False)
-  return models.save(path, genotype, variables, CLASSES, 16, 1)
-
-
-def test_predict_a_folder_with_a_corrupt_file(tmp_path):
-  model_dir = _saved_model(str(tmp_path / 'best'))
+def test_predict_a_folder_with_a_corrupt_file(tmp_path, save_tiny_model):
+  model_dir = save_tiny_model(str(tmp_path / 'best'), CLASSES)
   folder = tmp_path / 'scans'
   (folder / 'nested').mkdir(parents=True)
   rng = np.random.default_rng(0)
