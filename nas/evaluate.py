@@ -22,7 +22,6 @@ from absl import flags
 
 import datasets
 from nas import ensemble
-from nas import metrics as metrics_lib
 
 _MODEL = flags.DEFINE_multi_string(
     'model', None, 'A saved model folder, e.g. WORKDIR/best. Repeat it, or quote a glob such '
@@ -36,6 +35,7 @@ _SEED = flags.DEFINE_integer('seed', 0, 'The experiment seed (it places the val 
 def main(argv: list[str]) -> None:
   del argv
   import models  # pylint: disable=g-import-not-at-top
+  from nas import train as train_lib  # pylint: disable=g-import-not-at-top
   try:
     paths = ensemble.model_paths(_MODEL.value or [])
     members = [models.load(path) for path in paths]
@@ -57,16 +57,16 @@ def main(argv: list[str]) -> None:
     split = getattr(spec.load(), _SPLIT.value)
   except datasets.DataError as e:
     _fail(str(e))
+  # A classifier's or a segmenter's metrics; at the default loss weights, which only 'loss' uses.
+  task = train_lib.TASKS[type(first.genotype)]()
   each, mean = ensemble.probabilities(members, split.images, 256)
   header = {'split': _SPLIT.value, 'dedup': _DEDUP.value}
   if len(members) == 1:
-    result = {'model': paths[0], **header, **metrics_lib.classification_metrics(
-        split.labels, mean)}
+    result = {'model': paths[0], **header, **task.score(split, mean)}
   else:
     result = {'models': paths, **header,
-              'members': [{'model': path, **metrics_lib.classification_metrics(split.labels, p)}
-                          for path, p in zip(paths, each)],
-              'ensemble': metrics_lib.classification_metrics(split.labels, mean)}
+              'members': [{'model': path, **task.score(split, p)} for path, p in zip(paths, each)],
+              'ensemble': task.score(split, mean)}
   print(json.dumps(result, indent=2))
 
 

@@ -18,6 +18,7 @@ from datasets import augment as augment_lib
 from models import genotype as genotype_lib
 from models.genotype import Genotype, SegGenotype
 from nas import distributed
+from nas import ensemble
 from nas import explain
 from nas import overlays
 from nas import records
@@ -56,7 +57,8 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
 
   Every retrained network is saved under `workdir/final/` (by every JAX process together,
   into process 0's workdir); the winner (the search's best genotype, at its seed with the
-  best validation metric) is copied to `workdir/best/`.
+  best validation metric) is copied to `workdir/best/`. The seeds of each genotype are also
+  tested together, as one ensemble (`_test_ensembles`).
   With `final.dedup_test`, each is also scored on the test images that have no near
   duplicate in the training split (stored under test_metrics['deduplicated']).
   """
@@ -102,6 +104,7 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
           params=trial.params, flops=trial.flops,
           train_seconds=trained.result.train_seconds, checkpoint=checkpoint))
   finals = store.finals()
+  _test_ensembles(config, splits.test, deduplicated, top, finals, store, workdir)
   winner = _winner(top, finals, config.search.metric)
   if winner is None:
     return finals
@@ -115,6 +118,40 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
     draw, name = _FIGURES[type(model.genotype)]
     draw(model, splits.test, os.path.join(workdir, 'explain', name))
   return finals
+
+
+def _test_ensembles(config: ml_collections.ConfigDict, test: datasets.Split,
+                    deduplicated: datasets.Split | None, top: list[records.Trial],
+                    finals: list[records.FinalResult], store: TrialStore, workdir: str) -> None:
+  """Tests each top genotype's retrained seeds together, once per set of seeds.
+
+  The ensemble averages its members' probabilities (soft voting), as
+  `python -m nas.evaluate --model='WORKDIR/final/<hash>-seed*'` does. It is reported beside
+  the single networks, never ranked: which networks to average is fixed before any test.
+  """
+  held = {e.genotype_hash: e.seeds for e in store.ensembles()}
+  for trial in top:
+    members = sorted((f for f in finals
+                      if f.genotype_hash == trial.genotype_hash and f.checkpoint),
+                     key=lambda f: f.seed)
+    seeds = tuple(f.seed for f in members)
+    if len(seeds) < 2 or held.get(trial.genotype_hash) == seeds:
+      continue
+    # On every process: orbax restores collectively.
+    saved = [models.load(os.path.join(workdir, f.checkpoint)) for f in members]
+    task = train_lib.task_for(saved[0].genotype, config.train)
+
+    def score(split: datasets.Split) -> dict:
+      mean = ensemble.probabilities(saved, split.images, config.train.eval_batch_size)[1]
+      return task.score(split, mean)
+
+    test_metrics = score(test)
+    if deduplicated is not None:
+      test_metrics[records.DEDUPLICATED] = score(deduplicated)
+    store.set_ensemble(records.EnsembleResult(trial.genotype_hash, seeds, test_metrics))
+    logging.info('final: the %d seeds of %s ensembled: test %s', len(seeds),
+                 trial.genotype_hash, {k: round(v, 4) for k, v in test_metrics.items()
+                                       if isinstance(v, float)})
 
 
 def _winner(top: list[records.Trial], finals: list[records.FinalResult],

@@ -68,3 +68,13 @@ class FinalResult:
   checkpoint: str = ''  # relative to the workdir, so that a workdir can be moved or copied
   id: int | None = None
   created: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleResult:
+  """A retrained genotype's final seeds tested together: the mean of their probabilities."""
+  genotype_hash: str
+  seeds: tuple[int, ...]
+  test_metrics: dict[str, Any]
+  id: int | None = None
+  created: float = 0.0

@@ -77,6 +77,7 @@ class Run:
   class_names: tuple[str, ...]
   trials: tuple[records.Trial, ...]
   finals: tuple[records.FinalResult, ...]
+  ensembles: tuple[records.EnsembleResult, ...] = ()
   label: str = ''
 
   def setting(self, dotted: str, default: Any = None) -> Any:
@@ -139,6 +140,7 @@ def load_run(workdir: str) -> Run:
   with store.TrialStore(workdir) as trial_store:
     try:
       meta, trials, finals = trial_store.meta(), trial_store.trials(), trial_store.finals()
+      ensembles = trial_store.ensembles()
     except sqlite3.Error as e:
       raise errors.UserError(f'cannot read the trial store in {workdir}: {e}') from e
   try:
@@ -146,7 +148,7 @@ def load_run(workdir: str) -> Run:
     class_names = tuple(str(name) for name in json.loads(meta.get('class_names', '[]')))
   except json.JSONDecodeError as e:
     raise errors.UserError(f'the trial store in {workdir} has malformed meta: {e}') from e
-  run = Run(workdir, meta, config, class_names, tuple(trials), tuple(finals))
+  run = Run(workdir, meta, config, class_names, tuple(trials), tuple(finals), tuple(ensembles))
   seed = run.setting('seed', '?')
   return dataclasses.replace(run, label=f'{run.experiment} {run.optimizer} seed {seed}')
 
@@ -247,6 +249,13 @@ def _tested(run: Run, winner: pd.Series | None) -> list[dict[str, Any]]:
   if winner is None:
     return []
   return [f.test_metrics for f in run.finals if f.genotype_hash == winner.genotype_hash]
+
+
+def _ensemble(run: Run, winner: pd.Series | None) -> records.EnsembleResult | None:
+  """The winner's final seeds tested together, if the final stage tested them so."""
+  if winner is None:
+    return None
+  return next((e for e in run.ensembles if e.genotype_hash == winner.genotype_hash), None)
 
 
 def _winner_evaluations(run: Run, winner: pd.Series) -> tuple[list[dict[str, Any]], str]:
@@ -357,9 +366,29 @@ def _header(run: Run, board: pd.DataFrame) -> list[tuple[str, str]]:
                      f'{_NAMES[names[0]]} {_fmt_mean_std(mean, std)} on the '
                      f'{deduplicated[0]["num_examples"]} test images that have no near '
                      f'duplicate in the training split ({_over_seeds(len(deduplicated))})'))
+    ensembled = _ensemble(run, winner)
+    if ensembled:
+      fields.append((f'Final test of the winner\'s {len(ensembled.seeds)} seeds ensembled',
+                     _ensemble_summary(run, ensembled, names)))
   else:
     fields.append(('Final test', 'not yet: no genotype has been retrained and tested'))
   return fields
+
+
+def _ensemble_summary(run: Run, ensembled: records.EnsembleResult, names: Sequence[str]) -> str:
+  """E.g. "accuracy 0.9263, AUC 0.9760 (soft voting: ...; python -m nas.evaluate ...)"."""
+  def metrics(values: dict[str, Any], shown: Sequence[str]) -> str:
+    return ', '.join(f'{_NAMES.get(n, n)} {_fmt(_value(values, n), _DIGITS.get(n, 4))}'
+                     for n in shown)
+
+  text = metrics(ensembled.test_metrics, names)
+  deduplicated = ensembled.test_metrics.get(records.DEDUPLICATED)
+  if deduplicated:
+    text += f'; without leaked images {metrics(deduplicated, names[:1])}'
+  pattern = os.path.join(run.workdir, 'final', f'{ensembled.genotype_hash}-seed*')
+  return (f"{text} (soft voting: the mean of the {len(ensembled.seeds)} networks' "
+          f"probabilities; python -m nas.evaluate --model='{pattern}' prints each and the "
+          'ensemble)')
 
 
 def _display(board: pd.DataFrame, run: Run) -> pd.DataFrame:
@@ -406,7 +435,8 @@ def _fmt_unit(mean: float, std: float, unit: str) -> str:
   return _fmt_mean_std(mean, std, 3)
 
 
-def _measured_row(run: Run, board: pd.DataFrame, entry: dict[str, Any]) -> list[str]:
+def _measured_rows(run: Run, board: pd.DataFrame, entry: dict[str, Any]) -> list[list[str]]:
+  """The winner's row, and its seeds' ensemble's where the final stage tested one."""
   winner = _winner(board)
   tested = _tested(run, winner)
   values = [_fmt_unit(*_mean_std([_value(t, key) for t in tested]), entry['unit'])
@@ -414,7 +444,14 @@ def _measured_row(run: Run, board: pd.DataFrame, entry: dict[str, Any]) -> list[
   notes = _over_seeds(len(tested)) if tested else 'no final test yet'
   if winner is not None and winner.params > 0:  # published rows name their sizes in notes
     notes += f'; {_fmt_count(winner.params)} parameters'
-  return [f'MedNAS winner: {run.label}', *values, 'official test split', run.image_size, notes]
+  rows = [[f'MedNAS winner: {run.label}', *values, 'official test split', run.image_size, notes]]
+  ensembled = _ensemble(run, winner)
+  if ensembled:
+    rows.append([f'MedNAS winner, its {len(ensembled.seeds)} seeds ensembled: {run.label}',
+                 *[_fmt_unit(_value(ensembled.test_metrics, key), float('nan'), entry['unit'])
+                   for key, _ in entry['metrics']],
+                 'official test split', run.image_size, 'soft voting of the seeds above'])
+  return rows
 
 
 def published(runs: Sequence[Run],
@@ -430,8 +467,8 @@ def published(runs: Sequence[Run],
       sections.append((f'No published numbers on file for dataset {dataset!r}.', None))
       continue
     keys = [key for key, _ in entry['metrics']]
-    rows = [_measured_row(run, board, entry)
-            for run, board in zip(runs, boards) if run.dataset == dataset]
+    rows = [row for run, board in zip(runs, boards) if run.dataset == dataset
+            for row in _measured_rows(run, board, entry)]
     rows += [[row['system'], *[row['results'].get(key, _NA) for key in keys],
               row.get('split', entry['split']), row.get('image_size', entry['image_size']),
               row.get('notes', '')] for row in entry['rows']]

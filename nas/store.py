@@ -18,6 +18,17 @@ from nas import records
 
 FILENAME = 'trials.sqlite'
 
+# Added after stores were first written: created on first use in stores that lack it.
+_ENSEMBLES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ensembles (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  genotype_hash TEXT NOT NULL UNIQUE,
+  seeds TEXT NOT NULL,
+  test_metrics TEXT NOT NULL,
+  created REAL NOT NULL
+);
+"""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS trials (
@@ -59,9 +70,9 @@ CREATE TABLE IF NOT EXISTS final (
   created REAL NOT NULL,
   UNIQUE (genotype_hash, seed)
 );
-"""
+""" + _ENSEMBLES_SCHEMA
 
-_JSON_FIELDS = {'metrics', 'history', 'val_metrics', 'test_metrics'}
+_JSON_FIELDS = {'metrics', 'history', 'val_metrics', 'test_metrics', 'seeds'}
 
 
 def _encode(record) -> dict[str, Any]:
@@ -77,8 +88,9 @@ def _decode(cls, row: sqlite3.Row):
   values = dict(row)
   for key in _JSON_FIELDS & values.keys():
     values[key] = json.loads(values[key])
-  if 'history' in values:
-    values['history'] = tuple(values['history'])
+  for key in ('history', 'seeds'):
+    if key in values:
+      values[key] = tuple(values[key])
   return cls(**values)
 
 
@@ -159,12 +171,12 @@ class TrialStore:
 
   # Trials.
 
-  def _insert(self, table: str, record):
+  def _insert(self, table: str, record, verb: str = 'INSERT'):
     row = _encode(record)
     columns = ', '.join(row)
     marks = ', '.join('?' * len(row))
     with self._transaction():
-      cursor = self._db.execute(f'INSERT INTO {table} ({columns}) VALUES ({marks})',
+      cursor = self._db.execute(f'{verb} INTO {table} ({columns}) VALUES ({marks})',
                                 tuple(row.values()))
     return dataclasses.replace(record, id=cursor.lastrowid, created=row['created'])
 
@@ -200,3 +212,16 @@ class TrialStore:
   def finals(self) -> list[records.FinalResult]:
     return [_decode(records.FinalResult, r)
             for r in self._db.execute('SELECT * FROM final ORDER BY id')]
+
+  # Ensembles: each retrained genotype's final seeds tested together.
+
+  def set_ensemble(self, result: records.EnsembleResult) -> records.EnsembleResult:
+    """Stores `result`, replacing the genotype's ensemble of fewer seeds, if any."""
+    self._db.execute(_ENSEMBLES_SCHEMA)
+    return self._insert('ensembles', result, verb='INSERT OR REPLACE')
+
+  def ensembles(self) -> list[records.EnsembleResult]:
+    if not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'ensembles'").fetchone():
+      return []  # a store written before ensembles were kept
+    return [_decode(records.EnsembleResult, r)
+            for r in self._db.execute('SELECT * FROM ensembles ORDER BY id')]

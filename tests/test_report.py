@@ -210,6 +210,20 @@ def test_html_shows_published_numbers_beside_measured(written):
   assert '99.19%' in _read(written['leaderboard.md'])
 
 
+def test_the_winners_ensemble_stands_beside_its_seeds(tmp_path):
+  workdir = _make_search(tmp_path / 'pso0')
+  with store.TrialStore(workdir) as s:
+    s.set_ensemble(records.EnsembleResult(G2.hash, (0, 1), _metrics(0.50)))
+    s.set_ensemble(records.EnsembleResult(G1.hash, (0, 1, 2), _metrics(0.96)))
+  run = report.load_run(workdir)
+  (_, table), = report.published([run], [report.leaderboard(run)])
+  measured = table[table.system.str.startswith('MedNAS')]
+  assert list(measured['test accuracy']) == ['93.00 ± 3.61%', '96.00%']
+  assert measured.system.iloc[1] == 'MedNAS winner, its 3 seeds ensembled: pso_brain_mri pso seed 0'
+  text = _read(report.write_report([workdir])['leaderboard.md'])
+  assert "**Final test of the winner's 3 seeds ensembled:** accuracy 0.9600," in text
+  assert '0.5000' not in text  # the runner-up's ensemble is stored, not reported
+
 def test_merging_two_workdirs_writes_a_comparison(tmp_path):
   first = _make_search(tmp_path / 'pso0')
   second = _make_search(tmp_path / 'de1', optimizer='de', seed=1, finals=False)

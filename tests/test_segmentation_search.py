@@ -83,6 +83,17 @@ def test_search_beats_a_trivial_predictor_and_its_winner_predicts_masks(seg_sear
   assert probs.shape == (5, 32, 32, 1) and 0.0 <= probs.min() <= probs.max() <= 1.0
 
 
+def test_saved_segmenter_scores_as_the_final_stage_did(seg_search):
+  result = subprocess.run([sys.executable, '-m', 'nas.evaluate', f'--model={seg_search / "best"}'],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with sqlite3.connect(seg_search / 'trials.sqlite') as db:
+    (stored,), = db.execute('SELECT test_metrics FROM final').fetchall()
+  scored, stored = json.loads(result.stdout), json.loads(stored)
+  assert scored['num_examples'] == stored['num_examples'] > 0
+  assert scored['dice'] == pytest.approx(stored['dice'], abs=1e-5)
+
+
 @pytest.mark.skipif(not os.path.isdir(os.path.join(DATA_DIR, 'kvasir_seg')),
                     reason=f'Kvasir-SEG is not in {DATA_DIR}/kvasir_seg (see README, Data)')
 def test_kvasir_smoke_search_reports_beside_the_published_numbers(tmp_path):

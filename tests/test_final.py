@@ -1,0 +1,77 @@
+"""The final stage's ensembles: a genotype's retrained seeds tested together, once."""
+import json
+import shutil
+
+import ml_collections
+import numpy as np
+import pytest
+
+import datasets
+import models
+from nas import final
+from nas import metrics
+from nas import records
+from nas import report
+from nas.store import TrialStore
+
+
+@pytest.fixture(scope='module')
+def two_seeds(small_search, tmp_path_factory):
+  """The small search's workdir, its final stage rerun with a second seed."""
+  workdir = tmp_path_factory.mktemp('two_seeds') / 'run'
+  shutil.copytree(small_search.workdir, workdir)
+  with TrialStore(str(workdir)) as store:
+    config = ml_collections.ConfigDict(json.loads(store.meta()['config']))
+    config.final.seeds = 2
+    data = datasets.Spec.from_config(config.data, None, config.seed)
+    final.run_final(config, data, store, str(workdir))
+  return workdir, config, data
+
+
+def test_the_seeds_ensemble_scores_the_mean_of_their_probabilities(two_seeds):
+  workdir, _, data = two_seeds
+  with TrialStore(str(workdir)) as store:
+    (ensembled,), finals = store.ensembles(), store.finals()
+  members = sorted((f for f in finals if f.genotype_hash == ensembled.genotype_hash),
+                   key=lambda f: f.seed)
+  assert ensembled.seeds == tuple(f.seed for f in members) == (0, 1)
+  test = data.load().test
+  probs = [models.load(str(workdir / f.checkpoint)).predict(test.images) for f in members]
+  assert np.abs(probs[0] - probs[1]).max() > 0.01  # two different networks
+  expected = metrics.classification_metrics(test.labels, (probs[0] + probs[1]) / 2)
+  assert ensembled.test_metrics['accuracy'] == pytest.approx(expected['accuracy'])
+  assert ensembled.test_metrics['auc'] == pytest.approx(expected['auc'], abs=1e-6)
+  for member, p in zip(members, probs):  # each member as the final stage tested it
+    assert member.test_metrics['accuracy'] == pytest.approx(
+        metrics.classification_metrics(test.labels, p)['accuracy'])
+
+
+def test_a_rerun_final_stage_keeps_the_ensemble_of_the_same_seeds(two_seeds):
+  workdir, config, data = two_seeds
+  with TrialStore(str(workdir)) as store:
+    before = store.ensembles()
+    final.run_final(config, data, store, str(workdir))
+    assert store.ensembles() == before
+
+
+def test_the_report_shows_the_winners_ensemble(two_seeds):
+  workdir, _, _ = two_seeds
+  run = report.load_run(str(workdir))
+  (ensembled,) = run.ensembles
+  with open(report.write_report([str(workdir)])['leaderboard.md']) as f:
+    markdown = f.read()
+  accuracy = f'accuracy {ensembled.test_metrics["accuracy"]:.4f}'
+  assert f"Final test of the winner's 2 seeds ensembled:** {accuracy}" in markdown
+  assert f"--model='{workdir}/final/{ensembled.genotype_hash}-seed*'" in markdown
+
+
+def test_a_store_from_before_ensembles_reads_none_and_takes_one(tmp_path):
+  store = TrialStore.create(str(tmp_path), experiment='x')
+  store._db.execute('DROP TABLE ensembles')  # as written before the table existed
+  assert store.ensembles() == []
+  result = records.EnsembleResult('abc', (0, 1), {'accuracy': 0.5})
+  store.set_ensemble(result)
+  store.set_ensemble(records.EnsembleResult('abc', (0, 1, 2), {'accuracy': 0.75}))
+  (held,) = store.ensembles()
+  assert (held.seeds, held.test_metrics) == ((0, 1, 2), {'accuracy': 0.75})
+  store.close()
