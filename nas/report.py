@@ -888,6 +888,7 @@ def _runs_table(runs: Sequence[Run], boards: Sequence[pd.DataFrame]) -> pd.DataF
         **{f'winner test {_SHORT_NAMES[name]}': _winner_test(winner, name)
            for name in _TASKS[run.task].compared},
         'seeds': str(seeds),
+        'seeds ensembled': _ensemble_test(run, winner),
     })
   # Runs of different tasks share no winner columns: each shows a dash in the other's.
   return pd.DataFrame(rows).fillna(_NA)
@@ -897,6 +898,15 @@ def _winner_test(winner: pd.Series | None, name: str) -> str:
   if winner is None or not winner.final_seeds:
     return _NA
   return _fmt_mean_std(winner[f'test_{name}_mean'], winner[f'test_{name}_std'])
+
+
+def _ensemble_test(run: Run, winner: pd.Series | None) -> str:
+  """The ranking metric of the winner's seeds ensembled, e.g. 'acc 0.9263'."""
+  ensembled = _ensemble(run, winner)
+  if ensembled is None:
+    return _NA
+  name = _TASKS[run.task].test_metrics[0]
+  return f'{_SHORT_NAMES[name]} {_fmt(_value(ensembled.test_metrics, name), _DIGITS.get(name, 4))}'
 
 
 def _merged_csv(runs: Sequence[Run], boards: Sequence[pd.DataFrame]) -> pd.DataFrame:

@@ -216,12 +216,14 @@ def test_the_winners_ensemble_stands_beside_its_seeds(tmp_path):
     s.set_ensemble(records.EnsembleResult(G2.hash, (0, 1), _metrics(0.50)))
     s.set_ensemble(records.EnsembleResult(G1.hash, (0, 1, 2), _metrics(0.96)))
   run = report.load_run(workdir)
-  (_, table), = report.published([run], [report.leaderboard(run)])
+  board = report.leaderboard(run)
+  (_, table), = report.published([run], [board])
   measured = table[table.system.str.startswith('MedNAS')]
   assert list(measured['test accuracy']) == ['93.00 ± 3.61%', '96.00%']
   assert measured.system.iloc[1] == 'MedNAS winner, its 3 seeds ensembled: pso_brain_mri pso seed 0'
   text = _read(report.write_report([workdir])['leaderboard.md'])
   assert "**Final test of the winner's 3 seeds ensembled:** accuracy 0.9600," in text
+  assert list(report._runs_table([run], [board])['seeds ensembled']) == ['acc 0.9600']
   assert '0.5000' not in text  # the runner-up's ensemble is stored, not reported
 
 def test_merging_two_workdirs_writes_a_comparison(tmp_path):
