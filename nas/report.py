@@ -377,18 +377,19 @@ def _header(run: Run, board: pd.DataFrame) -> list[tuple[str, str]]:
 
 def _ensemble_summary(run: Run, ensembled: records.EnsembleResult, names: Sequence[str]) -> str:
   """E.g. "accuracy 0.9263, AUC 0.9760 (soft voting: ...; python -m nas.evaluate ...)"."""
-  def metrics(values: dict[str, Any], shown: Sequence[str]) -> str:
-    return ', '.join(f'{_NAMES.get(n, n)} {_fmt(_value(values, n), _DIGITS.get(n, 4))}'
-                     for n in shown)
-
-  text = metrics(ensembled.test_metrics, names)
+  text = ', '.join(_metric_text(ensembled.test_metrics, n) for n in names)
   deduplicated = ensembled.test_metrics.get(records.DEDUPLICATED)
   if deduplicated:
-    text += f'; without leaked images {metrics(deduplicated, names[:1])}'
+    text += f'; without leaked images {_metric_text(deduplicated, names[0])}'
   pattern = os.path.join(run.workdir, 'final', f'{ensembled.genotype_hash}-seed*')
   return (f"{text} (soft voting: the mean of the {len(ensembled.seeds)} networks' "
           f"probabilities; python -m nas.evaluate --model='{pattern}' prints each and the "
           'ensemble)')
+
+
+def _metric_text(values: dict[str, Any], name: str, names: dict[str, str] = _NAMES) -> str:
+  """E.g. 'accuracy 0.9263', one metric of a single evaluation."""
+  return f'{names.get(name, name)} {_fmt(_value(values, name), _DIGITS.get(name, 4))}'
 
 
 def _display(board: pd.DataFrame, run: Run) -> pd.DataFrame:
@@ -905,8 +906,7 @@ def _ensemble_test(run: Run, winner: pd.Series | None) -> str:
   ensembled = _ensemble(run, winner)
   if ensembled is None:
     return _NA
-  name = _TASKS[run.task].test_metrics[0]
-  return f'{_SHORT_NAMES[name]} {_fmt(_value(ensembled.test_metrics, name), _DIGITS.get(name, 4))}'
+  return _metric_text(ensembled.test_metrics, _TASKS[run.task].test_metrics[0], _SHORT_NAMES)
 
 
 def _merged_csv(runs: Sequence[Run], boards: Sequence[pd.DataFrame]) -> pd.DataFrame:
