@@ -38,20 +38,12 @@ _WORKER = flags.DEFINE_string('worker', None, 'Internal: network,level of a chil
 
 def _worker(network: str, level: int, size: int, steps: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from datasets import augment  # pylint: disable=g-import-not-at-top
-  from models.genotype import TrainGenes  # pylint: disable=g-import-not-at-top
   from nas import train  # pylint: disable=g-import-not-at-top
   compiled = train.compiled_steps(networks.NETWORKS[network](), networks.CLASSES,
                                   'float32', 'adamw', 0.9, augment.AugmentConfig(),
                                   cpu_optimization_level=level)
-  rng = np.random.default_rng(0)
-  batch = {'image': rng.integers(0, 256, (networks.BATCH, size, size, networks.CHANNELS),
-                                 dtype=np.uint8),
-           'label': rng.integers(0, networks.CLASSES, networks.BATCH).astype(np.int32)}
-  hparams = {**train.step_hparams(TrainGenes(), np.ones(networks.CLASSES)),
-             'learning_rate': jnp.float32(1e-3)}
+  batch, hparams = networks.random_batch(size), networks.step_hparams()
   start = time.perf_counter()
   state = jax.block_until_ready(
       compiled.init(jax.random.key(0, impl='rbg'), (1, size, size, networks.CHANNELS)))
@@ -64,15 +56,10 @@ def _worker(network: str, level: int, size: int, steps: int) -> dict:
   compiled.train_step.lower(state, images, targets, jax.random.key(0), hparams).compile()
   step_compile_seconds = time.perf_counter() - start
   # Both compiles above fill jit's caches, so the steps below compile nothing.
-  state, loss = compiled.train(state, batch, jax.random.key(0), hparams)  # warm up
-  times = []
-  for i in range(steps):
-    start = time.perf_counter()
-    state, loss = compiled.train(state, batch, jax.random.key(i + 1), hparams)
-    jax.block_until_ready(loss)
-    times.append(time.perf_counter() - start)
+  state, _ = compiled.train(state, batch, jax.random.key(0), hparams)  # warm up
+  _, step_seconds = networks.median_step_seconds(compiled, state, batch, hparams, steps)
   return {'init_s': init_seconds, 'inputs_compile_s': inputs_compile_seconds,
-          'step_compile_s': step_compile_seconds, 'step_s': float(np.median(times))}
+          'step_compile_s': step_compile_seconds, 'step_s': step_seconds}
 
 
 def _measure(network: str, level: int) -> dict:

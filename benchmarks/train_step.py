@@ -27,8 +27,9 @@ from absl import app
 from absl import flags
 
 from benchmarks import results as bench_results
+from benchmarks import networks
 from benchmarks.networks import BATCH, CHANNELS, CLASSES, NETWORKS
-from models.genotype import Genotype, TrainGenes
+from models.genotype import Genotype
 
 _SIZES = flags.DEFINE_list('sizes', ['32', '64', '128'], 'Image sizes in pixels.')
 _NETWORKS = flags.DEFINE_list('networks', None, 'Subset of NETWORKS (default: all).')
@@ -52,30 +53,20 @@ def _peak_mib() -> float:
 def _jax_worker(genotype: Genotype, size: int, steps: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from datasets import augment  # pylint: disable=g-import-not-at-top
   from models import counting  # pylint: disable=g-import-not-at-top
   from models import onednn  # pylint: disable=g-import-not-at-top
   from nas import train  # pylint: disable=g-import-not-at-top
   compiled = train.compiled_steps(genotype, CLASSES, 'float32', 'adamw', 0.9,
                              augment.AugmentConfig())
-  rng = np.random.default_rng(0)
-  batch = {'image': rng.integers(0, 256, (BATCH, size, size, CHANNELS), dtype=np.uint8),
-           'label': rng.integers(0, CLASSES, BATCH).astype(np.int32)}
-  hparams = {**train.step_hparams(TrainGenes(), np.ones(CLASSES)),
-             'learning_rate': jnp.float32(1e-3)}
+  batch, hparams = networks.random_batch(size), networks.step_hparams()
   start = time.perf_counter()
   state = compiled.init(jax.random.key(0, impl='rbg'), (1, size, size, CHANNELS))
   state, loss = compiled.train(state, batch, jax.random.key(0), hparams)
   jax.block_until_ready(loss)
   compile_seconds = time.perf_counter() - start
-  times = []
-  for i in range(steps):
-    start = time.perf_counter()
-    state, loss = compiled.train(state, batch, jax.random.key(i + 1), hparams)
-    jax.block_until_ready(loss)
-    times.append(time.perf_counter() - start)
-  return {'compile_s': compile_seconds, 'step_s': float(np.median(times)),
+  state, step_seconds = networks.median_step_seconds(compiled, state, batch, hparams, steps)
+  return {'compile_s': compile_seconds, 'step_s': step_seconds,
           'params': counting.param_count(state.params),
           'convs': 'onednn' if onednn.usable(jnp.float32) else 'xla'}
 
