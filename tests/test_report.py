@@ -226,6 +226,7 @@ def test_the_winners_ensemble_stands_beside_its_seeds(tmp_path):
   assert list(report._runs_table([run], [board])['seeds ensembled']) == ['acc 0.9600']
   assert '0.5000' not in text  # the runner-up's ensemble is stored, not reported
 
+
 def test_merging_two_workdirs_writes_a_comparison(tmp_path):
   first = _make_search(tmp_path / 'pso0')
   second = _make_search(tmp_path / 'de1', optimizer='de', seed=1, finals=False)
