@@ -131,9 +131,7 @@ def _test_ensembles(config: ml_collections.ConfigDict, test: datasets.Split,
   """
   held = {e.genotype_hash: e.seeds for e in store.ensembles()}
   for trial in top:
-    members = sorted((f for f in finals
-                      if f.genotype_hash == trial.genotype_hash and f.checkpoint),
-                     key=lambda f: f.seed)
+    members = sorted(_saved(finals, trial.genotype_hash), key=lambda f: f.seed)
     seeds = tuple(f.seed for f in members)
     if len(seeds) < 2 or held.get(trial.genotype_hash) == seeds:
       continue
@@ -158,10 +156,15 @@ def _winner(top: list[records.Trial], finals: list[records.FinalResult],
             metric: str) -> records.FinalResult | None:
   """The best-ranked retrained genotype, at its best-validating seed."""
   for trial in top:
-    candidates = [f for f in finals if f.genotype_hash == trial.genotype_hash and f.checkpoint]
+    candidates = _saved(finals, trial.genotype_hash)
     if candidates:
       return max(candidates, key=lambda f: (f.val_metrics.get(metric, 0.0), -f.seed))
   return None
+
+
+def _saved(finals: list[records.FinalResult], genotype_hash: str) -> list[records.FinalResult]:
+  """The genotype's final results whose network was saved (stores before checkpoints have none)."""
+  return [f for f in finals if f.genotype_hash == genotype_hash and f.checkpoint]
 
 
 def _copy(source: str, destination: str) -> None:
