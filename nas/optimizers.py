@@ -271,6 +271,14 @@ def make(name: str, space: space_lib.SearchSpace, seed: int, budget: int, popula
 
 
 def _with_start(optimizer, start: Sequence[np.ndarray]):
+  es = getattr(optimizer, 'es', None)  # CMA's pycma strategy
+  if start and hasattr(es, 'inject'):
+    # Nevergrad tells CMA a suggested point as "not asked", which pycma refuses and Nevergrad
+    # drops silently: CMA would never learn from the shared start. Injected, the points are
+    # its first generation's own samples; unrepaired (force), as they are draws from its
+    # initial distribution, the standard normal.
+    es.inject(list(start), force=True)
+    return optimizer
   for point in reversed(start):  # Nevergrad asks suggestions last in, first out
     optimizer.suggest(point)
   return optimizer
