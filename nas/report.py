@@ -1040,7 +1040,9 @@ def study_summary(runs: Sequence[Run], boards: Sequence[pd.DataFrame],
   evaluations_to_baseline: per run, the candidates asked until its best so far reached what
   `baseline` found with the same seed in its whole budget; NaN where it never did, so the
   mean is over the runs that did, and reached_baseline counts them. test_*: each run's
-  winner on the test split, averaged over its final seeds first.
+  winner on the test split, averaged over its final seeds first. ensembled_*: each run's
+  winner with its final seeds ensembled (the final stage's, one value per run), over the
+  ensembled_runs that have one.
   """
   curves = [anytime(run) for run in runs]
   targets = {run.setting('seed', None): _final_value(curve)
@@ -1051,6 +1053,7 @@ def study_summary(runs: Sequence[Run], boards: Sequence[pd.DataFrame],
     evaluations = [evaluations_to_reach(curves[i], targets.get(runs[i].setting('seed', None),
                                                                 float('nan'))) for i in mine]
     winners = [_winner(boards[i]) for i in mine]
+    ensembles = [_ensemble(runs[i], winner) for i, winner in zip(mine, winners)]
     row = {'optimizer': optimizer, 'runs': len(mine),
            'candidates': max(len(curves[i]) for i in mine)}
     row['best_val_mean'], row['best_val_std'] = _mean_std([_final_value(curves[i])
@@ -1061,6 +1064,9 @@ def study_summary(runs: Sequence[Run], boards: Sequence[pd.DataFrame],
     for name in TEST_METRICS:
       row[f'test_{name}_mean'], row[f'test_{name}_std'] = _mean_std(
           [float('nan') if w is None else w[f'test_{name}_mean'] for w in winners])
+      row[f'ensembled_{name}_mean'], row[f'ensembled_{name}_std'] = _mean_std(
+          [float('nan') if e is None else _value(e.test_metrics, name) for e in ensembles])
+    row['ensembled_runs'] = sum(e is not None for e in ensembles)
     row['train_seconds_mean'] = float(np.mean([
         sum(t.train_seconds for t in runs[i].trials if t.status in _TRAINED) for i in mine]))
     rows.append(row)
@@ -1130,8 +1136,21 @@ def _study_display(summary: pd.DataFrame, metric: str, baseline: str,
           _fmt_mean_std(m, s) for m, s in zip(summary[f'test_{name}_mean'],
                                               summary[f'test_{name}_std'])]
          for name in ('accuracy', 'auc')},
+      **({'winner seeds ensembled acc': [_fmt_ensembled(row)
+                                         for _, row in summary.iterrows()]}
+         if summary.ensembled_runs.any() else {}),
       'training per run': summary.train_seconds_mean.map(_fmt_duration),
   })
+
+
+def _fmt_ensembled(row: pd.Series) -> str:
+  """Mean ± std of the runs' ensembled winners, saying how many runs have one if not all."""
+  if not row.ensembled_runs:
+    return _NA
+  text = _fmt_mean_std(row.ensembled_accuracy_mean, row.ensembled_accuracy_std)
+  if row.ensembled_runs < row.runs:
+    text += f' ({row.ensembled_runs}/{row.runs} runs)'
+  return text
 
 
 def _plot_anytime(curves: pd.DataFrame, metric: str, baseline: str,
@@ -1192,8 +1211,10 @@ def write_study(workdirs: Sequence[str], out_dir: str, title: str = '',
         'with the same seed in its whole budget; mean ± std over the runs that reached it'
         + first_generation_note)
        if has_baseline else f'not computed: the study has no {baseline} runs'),
-      ('Winner test', ('each run\'s winner, retrained and tested once per final seed; '
-                       'mean ± std over runs')),
+      ('Winner test', 'each run\'s winner, retrained and tested once per final seed; '
+                      'mean ± std over runs' + (
+                          '; "seeds ensembled": its final seeds\' probabilities averaged, '
+                          'one test per run' if summary.ensembled_runs.any() else '')),
   ]
   table = _study_display(summary, metric, baseline, has_baseline)
   figure_uri = _png(_plot_anytime(curves, metric, baseline, baseline_best))

@@ -1,6 +1,7 @@
 """Optimizer studies: the study summary on hand-made runs, bad input, and a real small study."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -114,6 +115,25 @@ def test_counts_the_seeds_whose_baseline_best_is_in_the_shared_first_population(
   for run in runs:
     run.config['search']['shared_start'] = False  # first populations differ: nothing shared
   assert report.baseline_best_in_first_generation(runs) == (0, 2)
+
+
+def test_study_summary_averages_the_ensembled_winners_of_the_runs_that_have_one():
+  pso0, pso1 = _run('pso', 0), _run('pso', 1)
+  # pso seed 0's winner ensembled; a runner-up's ensemble in seed 1 must not count.
+  runs = [dataclasses.replace(pso0, ensembles=(
+              records.EnsembleResult('0-3-1', (0, 1), {'accuracy': 0.9, 'auc': 0.95}),)),
+          dataclasses.replace(pso1, ensembles=(
+              records.EnsembleResult('0-0-1', (0, 1), {'accuracy': 0.1, 'auc': 0.2}),))]
+  summary = report.study_summary(runs, [report.leaderboard(r) for r in runs])
+  assert summary.ensembled_runs[0] == 1
+  assert summary.ensembled_accuracy_mean[0] == pytest.approx(0.9)
+  assert summary.test_accuracy_mean[0] == pytest.approx(0.8)  # single networks, as before
+  shown = report._study_display(summary, 'accuracy', 'random', False)
+  assert shown['winner seeds ensembled acc'][0] == '0.9000 (1/2 runs)'
+  plain = report.study_summary([pso0, pso1], [report.leaderboard(r) for r in (pso0, pso1)])
+  assert plain.ensembled_runs.eq(0).all()
+  assert 'winner seeds ensembled acc' not in report._study_display(plain, 'accuracy', 'random',
+                                                                   False)
 
 
 def test_study_without_the_baseline_says_so():
