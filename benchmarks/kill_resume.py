@@ -40,13 +40,17 @@ def count_rows(workdir: str) -> int:
 
 
 def outcome(workdir: str) -> dict[str, list]:
-  """Every trial and final evaluation of a search, as comparable rows."""
+  """Every trial, final evaluation and ensemble of a search, as comparable rows."""
   with read_only(workdir) as db:
+    has_ensembles = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE name = 'ensembles'").fetchone()
     return {
         'trials': db.execute('SELECT ask_index, fidelity, genotype_hash, status, loss '
                              'FROM trials ORDER BY ask_index, fidelity').fetchall(),
         'final': db.execute('SELECT genotype_hash, seed, test_metrics FROM final '
                             'ORDER BY genotype_hash, seed').fetchall(),
+        'ensembles': db.execute('SELECT genotype_hash, seeds, test_metrics FROM ensembles '
+                                'ORDER BY genotype_hash').fetchall() if has_ensembles else [],
     }
 
 
@@ -107,7 +111,7 @@ def kill_and_resume(workdir: str, env: dict[str, str], kills: int, seed: int,
 def compare(reference: dict[str, list], resumed: dict[str, list]) -> dict[str, int]:
   """Lost, duplicated and changed rows of the resumed search against the reference."""
   counts = {}
-  for table, key_width in (('trials', 2), ('final', 2)):
+  for table, key_width in (('trials', 2), ('final', 2), ('ensembles', 1)):
     ref = {row[:key_width]: row for row in reference[table]}
     seen = collections.Counter(row[:key_width] for row in resumed[table])
     got = {row[:key_width]: row for row in resumed[table]}

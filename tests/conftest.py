@@ -12,7 +12,7 @@ from benchmarks import kill_resume
 # A small synthetic search: a few candidates, one final seed. Tests that compare searches
 # run it with other executors or kill it, and compare with this one.
 SMALL_SEARCH = ('--experiment=pso_synthetic', '--preset=smoke', '--config.search.budget=4',
-                '--config.final.seeds=1')
+                '--config.final.seeds=2')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,13 +9,14 @@ from benchmarks import kill_resume
 
 def test_killed_and_resumed_search_equals_the_uninterrupted_one(tmp_path, small_search):
   reference = kill_resume.outcome(str(small_search.workdir))
+  assert reference['ensembles'], 'the final stage should test 2 seeds together'
   rows = len(reference['trials']) + len(reference['final'])
   landed = kill_resume.kill_and_resume(str(tmp_path / 'killed'), small_search.env, kills=3,
                                        seed=0, rows_per_kill=rows / 4, args=small_search.args)
   assert landed >= 2, 'the kills came too late to test anything'
   resumed = kill_resume.outcome(str(tmp_path / 'killed'))
   assert kill_resume.compare(reference, resumed) == {
-      f'{table}_{what}': 0 for table in ('trials', 'final')
+      f'{table}_{what}': 0 for table in ('trials', 'final', 'ensembles')
       for what in ('lost', 'duplicated', 'changed', 'extra')}
   assert resumed == reference
 
