@@ -9,8 +9,8 @@ import pytest
 
 from benchmarks import kill_resume
 
-# A small synthetic search: a few candidates, one final seed. Tests that compare searches
-# run it with other executors or kill it, and compare with this one.
+# A small synthetic search: a few candidates, two final seeds and their ensemble. Tests that
+# compare searches run it with other executors or kill it, and compare with this one.
 SMALL_SEARCH = ('--experiment=pso_synthetic', '--preset=smoke', '--config.search.budget=4',
                 '--config.final.seeds=2')
 

@@ -218,9 +218,10 @@ def _asks_after_the_shared_start(name: str, start_losses: list[float]) -> list[s
     asked = []
     for _ in range(2):
       batch = [optimizer.ask() for _ in range(6)]
-      asked += [space.decode(c.value).hash for c in batch]
-      for candidate in batch:
-        optimizer.tell(candidate, float(zlib.crc32(asked[-1].encode()) % 7))
+      hashes = [space.decode(c.value).hash for c in batch]
+      for candidate, genotype_hash in zip(batch, hashes):
+        optimizer.tell(candidate, float(zlib.crc32(genotype_hash.encode()) % 7))
+      asked += hashes
   return asked
 
 
