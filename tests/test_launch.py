@@ -49,9 +49,11 @@ def test_synthetic_search_writes_store_leaderboard_and_report(synthetic_search):
     accuracies = [json.loads(m).get('accuracy', 0) for (m,) in db.execute(
         "SELECT metrics FROM trials WHERE status = 'ok'")]
     finals = db.execute('SELECT test_metrics FROM final').fetchall()
+    ensembles = db.execute('SELECT seeds FROM ensembles').fetchall()
   assert statuses.get('ok', 0) >= 4
   assert max(accuracies) > 0.7  # 4 classes: chance is 0.25
-  assert len(finals) == 1  # top 1 genotype x 1 seed, tested once
+  assert len(finals) == 2  # top 1 genotype x 2 seeds, each tested once
+  assert [json.loads(seeds) for (seeds,) in ensembles] == [[0, 1]]  # and once together
   assert all(json.loads(m)['num_examples'] > 0 for (m,) in finals)
   assert (synthetic_search / 'best' / 'genotype.json').exists()
   assert (synthetic_search / 'explain' / 'grad_cam.png').exists()
@@ -75,13 +77,16 @@ def test_saved_winner_scores_as_the_final_stage_did(synthetic_search):
 
 
 def test_ensemble_of_a_network_with_itself_scores_as_the_network(synthetic_search):
+  seed = json.loads((synthetic_search / 'best' / 'preprocessing.json').read_text())['seed']
+  with sqlite3.connect(synthetic_search / 'trials.sqlite') as db:
+    (copied,), = db.execute('SELECT checkpoint FROM final WHERE seed = ?', (seed,)).fetchall()
   result = subprocess.run([sys.executable, '-m', 'nas.evaluate',
                            f'--model={synthetic_search / "best"}',
-                           f'--model={synthetic_search / "final" / "*"}'], cwd=ROOT,
+                           f'--model={synthetic_search / copied}'], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   scored = json.loads(result.stdout)
-  assert len(scored['members']) == 2  # best/ is a copy of the one final network
+  assert len(scored['members']) == 2  # best/ is a copy of the winner's final network
   assert scored['members'][0]['accuracy'] == scored['members'][1]['accuracy']
   assert scored['ensemble']['accuracy'] == scored['members'][0]['accuracy']
   assert scored['ensemble']['num_examples'] == scored['members'][0]['num_examples'] > 0
