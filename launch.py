@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging as py_logging
 import os
 import shlex
 import sys
@@ -142,7 +143,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
                  len(splits.train.labels), len(splits.val.labels), len(splits.test.labels))
     executor = executors.make(config.executor, host_dir, compilation_cache)
     try:
-      search.Search(config, data, len(splits.class_names), store, executor, splits.task).run()
+      search.Search(config, data, len(splits.class_names), store, executor, splits.task,
+                    workdir).run()
       final.run_final(config, data, store, workdir)
     finally:
       executor.shutdown()
@@ -203,9 +205,16 @@ def run() -> str:
   return workdir
 
 
+def _without_orbax_info(record: py_logging.LogRecord) -> bool:
+  # Orbax logs about ten INFO lines per checkpoint, and a final training saves one every
+  # epoch: they would bury the training's own lines. Its warnings and errors stay.
+  return record.levelno >= py_logging.WARNING or f'{os.sep}orbax{os.sep}' not in record.pathname
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     _fail(f'unexpected arguments {" ".join(argv[1:])}; flags look like --name=value')
+  logging.get_absl_handler().addFilter(_without_orbax_info)
   import datasets  # pylint: disable=g-import-not-at-top
   from nas import errors  # pylint: disable=g-import-not-at-top
   try:

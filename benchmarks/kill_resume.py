@@ -11,18 +11,33 @@ import random
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from typing import IO
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEARCH_ARGS = ('--experiment=pso_synthetic', '--preset=smoke')
 
 
-def _launch(workdir: str, resume: bool, env: dict[str, str], args=SEARCH_ARGS, root=ROOT):
+def _launch(workdir: str, resume: bool, env: dict[str, str], args=SEARCH_ARGS, root=ROOT
+            ) -> tuple[subprocess.Popen, IO[str]]:
+  """The started search and the file its log goes to."""
   command = [sys.executable, 'launch.py', f'--workdir={workdir}']
   command += ['--resume'] if resume else list(args)
+  # A file, not a pipe: nothing reads while waiting for rows to kill at, and a search that
+  # filled a pipe would block on its next log line and never store another row.
+  log = tempfile.TemporaryFile('w+')
   return subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=log, text=True), log
+
+
+def _wait(process: subprocess.Popen, log: IO[str], what: str) -> None:
+  """Waits for the search to end; raises with its log's end when it failed."""
+  with log:
+    if process.wait():
+      log.seek(0)
+      raise RuntimeError(f'{what} failed: {log.read()[-3000:]}')
 
 
 def read_only(workdir: str) -> sqlite3.Connection:
@@ -63,10 +78,7 @@ def startup_seconds(workdir: str, started: float) -> float:
 
 def run_search(workdir: str, env: dict[str, str], args=SEARCH_ARGS, root: str = ROOT) -> None:
   """Runs a search to its end with the launch.py of the source tree `root`."""
-  process = _launch(workdir, False, env, args, root)
-  _, stderr = process.communicate()
-  if process.returncode:
-    raise RuntimeError(f'search failed: {stderr[-3000:]}')
+  _wait(*_launch(workdir, False, env, args, root), 'search')
 
 
 def kill_and_resume(workdir: str, env: dict[str, str], kills: int, seed: int,
@@ -85,7 +97,7 @@ def kill_and_resume(workdir: str, env: dict[str, str], kills: int, seed: int,
   landed = 0
   for attempt in range(kills + 1):
     started = os.path.exists(os.path.join(workdir, 'trials.sqlite'))
-    process = _launch(workdir, started, env, args)
+    process, log = _launch(workdir, started, env, args)
     if attempt < kills:
       target = count_rows(workdir) + rng.uniform(0.5, 2 * rows_per_kill)
       deadline = math.inf
@@ -99,11 +111,10 @@ def kill_and_resume(workdir: str, env: dict[str, str], kills: int, seed: int,
       if process.poll() is None:
         process.kill()
         process.wait()
+        log.close()
         landed += 1
         continue
-    _, stderr = process.communicate()
-    if process.returncode:
-      raise RuntimeError(f'resumed search failed: {stderr[-3000:]}')
+    _wait(process, log, 'resumed search')
     return landed
   return landed
 

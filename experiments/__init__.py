@@ -69,6 +69,9 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
         f'{type(value).__name__} ({e})') from e
 
 
+# How often training state is saved; no result depends on it.
+_SAVING_ONLY = frozenset({'train.checkpoint_every_epochs', 'final.checkpoint_every_epochs'})
+
 # Config fields added after searches were stored, each at the value that does what the code
 # did before the field existed (as stored configs, JSON, hold it): a stored config without one
 # reads as having that value, so such a search resumes on a later version (the search still
@@ -85,7 +88,8 @@ def config_differences(then: dict, now: dict, shown: int = 5) -> list[str]:
   """'field: then -> now' for the first `shown` config fields that would change the trials.
 
   `executor.*` says only where candidates train, which leaves the trials unchanged, so a
-  search may continue on another executor or with another setting of it. A larger
+  search may continue on another executor or with another setting of it; so do the
+  checkpoint intervals (`_SAVING_ONLY`): a resumed training ends as an unbroken one. A larger
   `search.budget` extends the search: the stored trials are its first candidates, which the
   search checks one by one as it replays them (launch.py refuses it for an optimizer whose
   asks depend on the budget: `nas.optimizers.EXTENSIBLE`). `then` lacking a field of
@@ -95,7 +99,7 @@ def config_differences(then: dict, now: dict, shown: int = 5) -> list[str]:
   missing = '(absent)'
   changed = [f'{key}: {flat_then.get(key, missing)} -> {flat_now.get(key, missing)}'
              for key in sorted(flat_then.keys() | flat_now.keys())
-             if not key.startswith('executor.')
+             if not key.startswith('executor.') and key not in _SAVING_ONLY
              and flat_then.get(key, missing) != flat_now.get(key, missing)
              and not _extends_the_search(key, flat_then, flat_now)]
   return changed[:shown] + ([f'{len(changed) - shown} more'] if len(changed) > shown else [])

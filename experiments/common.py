@@ -99,7 +99,10 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
 
   # The final stage: retrain the best genotypes and test each once.
   # dedup_test: also score the test images that have no near duplicate in training.
-  c.final = ml_collections.ConfigDict(dict(top_k=3, seeds=3, epochs=10, dedup_test=False))
+  # checkpoint_every_epochs: orbax checkpoints of each final training, so that a killed run
+  # loses at most this many epochs of a network that may train for hours; 0 = none.
+  c.final = ml_collections.ConfigDict(dict(top_k=3, seeds=3, epochs=10, dedup_test=False,
+                                           checkpoint_every_epochs=1))
 
   # Where candidates train: local | process | dask | slurm (see nas/executors.py).
   c.executor = ml_collections.ConfigDict(dict(

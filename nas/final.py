@@ -1,7 +1,8 @@
 """The final stage: retrain the best genotypes at full fidelity with several seeds, test once.
 
 This is the only code that receives the test split. Each (genotype, seed) is tested exactly
-once and stored; a resumed final stage skips the pairs already in the store.
+once and stored; a resumed final stage skips the pairs already in the store and continues
+a training it was killed in from its last checkpoint (`final.checkpoint_every_epochs`).
 """
 from __future__ import annotations
 
@@ -68,6 +69,8 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
   top = ranking(store.trials())[:config.final.top_k]
   aug_config = augment_lib.AugmentConfig(**config.augment)
   num_classes = len(splits.class_names)
+  train_cfg = config.train.copy_and_resolve_references()
+  train_cfg.checkpoint_every_epochs = config.final.get('checkpoint_every_epochs', 0)
   for rank, trial in enumerate(top, start=1):
     genotype = genotype_lib.from_json(trial.genotype)
     for offset in range(config.final.seeds):
@@ -76,9 +79,11 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
         continue
       logging.info('final: rank %d %s, seed %d, %d epochs', rank, genotype.hash, seed,
                    config.final.epochs)
+      # Every process passes the same directory: orbax saves and restores collectively.
+      training = os.path.join(workdir, 'checkpoints', 'final', f'{genotype.hash}-seed{seed}')
       trained = train_lib.train_and_evaluate(
           genotype, splits.train, splits.val, num_classes, config.final.epochs, seed,
-          config.train, aug_config, config.search.metric)
+          train_cfg, aug_config, config.search.metric, checkpoint_dir=training)
       if trained.result.status != records.OK:
         logging.warning('final training of %s (seed %d) failed: %s', genotype.hash, seed,
                         trained.result.error)
@@ -103,6 +108,8 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
           val_metrics=trained.result.metrics, test_metrics=test_metrics,
           params=trial.params, flops=trial.flops,
           train_seconds=trained.result.train_seconds, checkpoint=checkpoint))
+      if distributed.is_main():  # stored, so its training checkpoints are no longer needed
+        shutil.rmtree(training, ignore_errors=True)
   finals = store.finals()
   _test_ensembles(config, splits.test, deduplicated, top, finals, store, workdir)
   winner = _winner(top, finals, config.search.metric)

@@ -33,6 +33,7 @@ import datasets
 from datasets import augment as augment_lib
 from models import counting
 from models.genotype import AnyGenotype
+from nas import distributed
 from nas import errors
 from nas import optimizers
 from nas import records
@@ -120,11 +121,14 @@ class Search:
 
   `task` is the data's (`datasets.Splits.task`): it picks the space, classifiers or
   segmenters. It is an argument because a Spec says what to load, not what it holds.
+  Training checkpoints go under `workdir` (by default the store's): with several JAX
+  processes, each with its own replay store, it is the run's workdir, the same for every
+  process, because orbax saves and restores collectively.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, data: datasets.Spec,
                num_classes: int, store: TrialStore, executor,
-               task: str = datasets.CLASSIFICATION):
+               task: str = datasets.CLASSIFICATION, workdir: str | None = None):
     self.config = config
     self.store = store
     self.executor = executor
@@ -144,7 +148,7 @@ class Search:
         data=data, num_classes=num_classes, seed=config.seed,
         train_config=config.train, aug_config=augment_lib.AugmentConfig(**config.augment),
         metric=config.search.metric,
-        checkpoint_root=os.path.join(store.workdir, 'checkpoints'))
+        checkpoint_root=os.path.join(workdir or store.workdir, 'checkpoints'))
     self.rungs = tuple(config.search.fidelity.rungs) or (config.train.epochs,)
     unknown = set(config.search.objectives) - set(_COSTS)
     if unknown:
@@ -366,8 +370,8 @@ class Search:
         metrics=result.metrics, history=result.history, error=result.error,
         params=counts.params, flops=counts.flops, train_seconds=result.train_seconds,
         compile_seconds=result.compile_seconds)
-    # Stored, so its training checkpoints are no longer needed to survive a kill.
-    shutil.rmtree(self.ctx.checkpoint_dir(genotype, fidelity), ignore_errors=True)
+    if distributed.is_main():  # stored, so its training checkpoints are no longer needed
+      shutil.rmtree(self.ctx.checkpoint_dir(genotype, fidelity), ignore_errors=True)
     self._count_failure(trial)
     return trial
 

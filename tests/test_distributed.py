@@ -12,15 +12,20 @@ def test_two_hosts_run_one_search(tmp_path, small_search):
     address = f'localhost:{probe.getsockname()[1]}'
   workdir = tmp_path / 'run'
   env = dict(small_search.env, JAX_PLATFORMS='cpu')
-  hosts = [subprocess.Popen(
-      [sys.executable, 'launch.py', f'--workdir={workdir}', *small_search.args,
-       '--config.distributed.enabled=True', f'--config.distributed.coordinator_address={address}',
-       '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'],
-      cwd=kill_resume.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for i in range(2)]
-  for host in hosts:
-    _, stderr = host.communicate(timeout=600)
-    assert host.returncode == 0, stderr[-3000:]
+  # Logs go to files: a host blocked on a full pipe would stall the other in a collective.
+  logs = [tmp_path / f'host{i}.log' for i in range(2)]
+  hosts = []
+  for i, log in enumerate(logs):
+    with open(log, 'w') as f:
+      hosts.append(subprocess.Popen(
+          [sys.executable, 'launch.py', f'--workdir={workdir}', *small_search.args,
+           '--config.train.checkpoint_every_epochs=1',  # saved collectively, as the final's
+           '--config.distributed.enabled=True',
+           f'--config.distributed.coordinator_address={address}',
+           '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'],
+          cwd=kill_resume.ROOT, env=env, stdout=f, stderr=subprocess.STDOUT))
+  for host, log in zip(hosts, logs):
+    assert host.wait(timeout=600) == 0, log.read_text()[-3000:]
 
   # Both processes asked, trained and scored the same candidates; process 0 owns the workdir.
   main, other = kill_resume.outcome(str(workdir)), kill_resume.outcome(str(workdir / 'hosts/1'))

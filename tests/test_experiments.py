@@ -47,8 +47,10 @@ def test_bad_overrides_say_what_is_wrong(override, message):
 def test_config_differences_name_what_changes_the_trials_and_skip_the_executor():
   then = experiments.get_config('pso_brain_mri', 'smoke').to_dict()
   now = experiments.get_config('pso_brain_mri', 'smoke', [
-      'search.budget=2', 'executor.kind=dask', 'executor.compile_ahead=0']).to_dict()
+      'search.budget=2', 'executor.kind=dask', 'executor.compile_ahead=0',
+      'train.checkpoint_every_epochs=2', 'final.checkpoint_every_epochs=0']).to_dict()
   del then['train']['patience']  # a field missing for no known reason
+  del then['final']['checkpoint_every_epochs']  # checkpoints change no result
   assert experiments.config_differences(then, now) == [
       'search.budget: 4 -> 2', 'train.patience: (absent) -> 0']
   # A field that a later version added reads as its value from before it existed.

@@ -8,6 +8,7 @@ import pytest
 
 import datasets
 import models
+from datasets import pipeline
 from nas import final
 from nas import metrics
 from nas import records
@@ -50,6 +51,51 @@ def test_a_rerun_final_stage_keeps_the_ensemble_of_the_same_seeds(two_seeds):
     before = store.ensembles()
     final.run_final(config, data, store, str(workdir))
     assert store.ensembles() == before
+
+
+def _final_of_three_epochs(two_seeds, workdir):
+  """The small search's workdir copied to `workdir` with its final stage undone, as one
+  seed trained for 3 epochs; returns its config."""
+  shutil.copytree(two_seeds[0], workdir)
+  with TrialStore(str(workdir)) as store:
+    store._db.execute('DELETE FROM final')
+    store._db.execute('DELETE FROM ensembles')
+  shutil.rmtree(workdir / 'final')
+  config = two_seeds[1].copy_and_resolve_references()
+  config.final.update(seeds=1, epochs=3, checkpoint_every_epochs=1)
+  return config
+
+
+def test_a_final_training_killed_mid_way_resumes_from_its_checkpoint(two_seeds, tmp_path,
+                                                                      monkeypatch):
+  data = two_seeds[2]
+  config = _final_of_three_epochs(two_seeds, tmp_path / 'unbroken')
+  with TrialStore(str(tmp_path / 'unbroken')) as store:
+    (unbroken,) = final.run_final(config, data, store, str(tmp_path / 'unbroken'))
+
+  workdir = tmp_path / 'killed'
+  _final_of_three_epochs(two_seeds, workdir)
+  real_batches = pipeline.train_batches
+  epochs_trained = []
+
+  def killed_in_epoch_three(split, batch_size, seed, epoch):
+    epochs_trained.append(epoch)
+    if epoch == 2 and kill:
+      raise KeyboardInterrupt
+    yield from real_batches(split, batch_size, seed, epoch)
+
+  monkeypatch.setattr(pipeline, 'train_batches', killed_in_epoch_three)
+  kill = True
+  with TrialStore(str(workdir)) as store, pytest.raises(KeyboardInterrupt):
+    final.run_final(config, data, store, str(workdir))
+  kill, epochs_trained[:] = False, []
+  with TrialStore(str(workdir)) as store:
+    (resumed,) = final.run_final(config, data, store, str(workdir))
+  assert epochs_trained == [2]  # epochs 1 and 2 came from the checkpoint
+  for split in ('val_metrics', 'test_metrics'):
+    for metric in ('accuracy', 'auc', 'loss'):
+      assert getattr(resumed, split)[metric] == pytest.approx(getattr(unbroken, split)[metric])
+  assert not (workdir / 'checkpoints' / 'final' / f'{resumed.genotype_hash}-seed0').exists()
 
 
 def test_the_report_shows_the_winners_ensemble(two_seeds):
