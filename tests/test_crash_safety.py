@@ -26,20 +26,22 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, small_search):
   # A job that a shell starts in the background ignores SIGINT, and so do its children
   # unless told otherwise; a Python handler here becomes the default handler there.
   previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  log = tmp_path / 'search.log'  # a file: a full pipe, unread while polling, would block it
   try:
     # Twice the fixture's budget: the search cannot end before the signal.
-    process = subprocess.Popen(
-        [sys.executable, 'launch.py', *small_search.args, '--config.search.budget=8',
-         f'--workdir={workdir}'],
-        cwd=kill_resume.ROOT, env=small_search.env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
+    with open(log, 'w') as f:
+      process = subprocess.Popen(
+          [sys.executable, 'launch.py', *small_search.args, '--config.search.budget=8',
+           f'--workdir={workdir}'],
+          cwd=kill_resume.ROOT, env=small_search.env, stdout=subprocess.DEVNULL, stderr=f)
   finally:
     signal.signal(signal.SIGINT, previous)
   while process.poll() is None and kill_resume.count_rows(workdir) < 2:
     time.sleep(0.05)
   assert process.poll() is None, 'the search ended before the test saw 2 stored trials'
   process.send_signal(signal.SIGINT)
-  _, stderr = process.communicate(timeout=300)
+  process.wait(timeout=300)
+  stderr = log.read_text()
   assert process.returncode == 130, stderr[-3000:]
   assert 'Traceback' not in stderr
   message = [line for line in stderr.splitlines() if line.startswith('error: ')]

@@ -7,6 +7,8 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+from typing import IO
 
 import jax
 import numpy as np
@@ -210,22 +212,29 @@ print(json.dumps({{'devices': jax.device_count(), 'processes': jax.process_count
 """
 
 
-def _start_on_devices(genotype, devices: int, distributed: dict) -> subprocess.Popen:
+def _start_on_devices(genotype, devices: int, distributed: dict
+                      ) -> tuple[subprocess.Popen, IO[str]]:
+  """The started process and the file its log goes to."""
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
              JAX_PLATFORMS='cpu')
+  # The log to a file: two hosts are read one after the other, and a host blocked on a full
+  # pipe would stall the other in a collective. Stdout holds only the result line.
+  log = tempfile.TemporaryFile('w+')
   return subprocess.Popen([sys.executable, '-c', _RUN_ON_DEVICES.format(root=ROOT),
                            genotype.to_json(), json.dumps(distributed)], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                          stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT), log
 
 
-def _result(process: subprocess.Popen) -> dict:
-  out, err = process.communicate(timeout=600)
-  assert process.returncode == 0, err[-3000:]
+def _result(process: subprocess.Popen, log: IO[str]) -> dict:
+  with log:
+    out, _ = process.communicate(timeout=600)
+    log.seek(0)
+    assert process.returncode == 0, log.read()[-3000:]
   return json.loads(out.strip().splitlines()[-1])
 
 
 def _run_on_devices(genotype, devices: int) -> dict:
-  return _result(_start_on_devices(genotype, devices, {}))
+  return _result(*_start_on_devices(genotype, devices, {}))
 
 
 @pytest.fixture(scope='module')
@@ -255,7 +264,7 @@ def test_two_hosts_train_as_two_devices_of_one(two_devices):
   hosts = [_start_on_devices(genotype, 1, dict(enabled=True, coordinator_address=address,
                                                num_processes=2, process_id=i))
            for i in range(2)]
-  results = [_result(host) for host in hosts]
+  results = [_result(*host) for host in hosts]
   for result in results:
     assert (result['devices'], result['processes']) == (2, 2), result['error']
     assert result['first_step'] == pytest.approx(two_devices['first_step'], rel=1e-5)
