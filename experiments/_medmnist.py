@@ -4,7 +4,10 @@
 in the MedMNIST v2 paper, whose ResNets, auto-sklearn, AutoKeras and Google AutoML Vision
 numbers the report shows beside ours. The search ranks candidates by validation AUC, the
 benchmark's first metric. Assumed (the paper searches no CNN): the cell space and budgets
-below; full-preset winners are retrained for 100 epochs, the paper's ResNet schedule.
+below; full-preset winners are retrained for 100 epochs, the paper's ResNet schedule. Every
+final network is tested at its last epoch, as the paper's ResNets were: its script
+(MedMNIST/experiments, MedMNIST2D/train_and_eval_pytorch.py) means to keep the epoch of best
+validation AUC, but its `best_model` names the live model, so it saves the last epoch's.
 """
 import ml_collections
 

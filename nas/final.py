@@ -80,7 +80,7 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
       logging.info('final: rank %d %s, seed %d, %d epochs', rank, genotype.hash, seed,
                    config.final.epochs)
       # Every process passes the same directory: orbax saves and restores collectively.
-      training = os.path.join(workdir, 'checkpoints', 'final', f'{genotype.hash}-seed{seed}')
+      training = train_lib.checkpoint_dir(workdir, 'final', f'{genotype.hash}-seed{seed}')
       trained = train_lib.train_and_evaluate(
           genotype, splits.train, splits.val, num_classes, config.final.epochs, seed,
           train_cfg, aug_config, config.search.metric, checkpoint_dir=training)

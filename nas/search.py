@@ -148,7 +148,7 @@ class Search:
         data=data, num_classes=num_classes, seed=config.seed,
         train_config=config.train, aug_config=augment_lib.AugmentConfig(**config.augment),
         metric=config.search.metric,
-        checkpoint_root=os.path.join(workdir or store.workdir, 'checkpoints'))
+        checkpoint_root=train_lib.checkpoint_dir(workdir or store.workdir))
     self.rungs = tuple(config.search.fidelity.rungs) or (config.train.epochs,)
     unknown = set(config.search.objectives) - set(_COSTS)
     if unknown:

@@ -407,6 +407,11 @@ def train_and_evaluate(genotype: AnyGenotype, train: datasets.Split, val: datase
       train_seconds=time.monotonic() - start, compile_seconds=timing['compile']), state, steps)
 
 
+def checkpoint_dir(workdir: str, *names: str) -> str:
+  """Where a run's training checkpoints live: `names` pick one training's folder."""
+  return os.path.join(workdir, 'checkpoints', *names)
+
+
 class _EpochCheckpoints:
   """Orbax checkpoints of a candidate's training every few epochs; the last one is kept.
 

@@ -20,6 +20,7 @@ def test_two_hosts_run_one_search(tmp_path, small_search):
       hosts.append(subprocess.Popen(
           [sys.executable, 'launch.py', f'--workdir={workdir}', *small_search.args,
            '--config.train.checkpoint_every_epochs=1',  # saved collectively, as the final's
+           '--config.final.epochs=1',  # only the trials are compared with the single run's
            '--config.distributed.enabled=True',
            f'--config.distributed.coordinator_address={address}',
            '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'],
