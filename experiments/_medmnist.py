@@ -7,7 +7,7 @@ benchmark's first metric. Assumed (the paper searches no CNN): the cell space an
 below; full-preset winners are retrained for 100 epochs, the paper's ResNet schedule. Every
 final network is tested at its last epoch, as the paper's ResNets were: its script
 (MedMNIST/experiments, MedMNIST2D/train_and_eval_pytorch.py) means to keep the epoch of best
-validation AUC, but its `best_model` names the live model, so it saves the last epoch's.
+validation AUC, but its `best_model` names the live model, so the last epoch is tested.
 """
 import ml_collections
 
