@@ -132,7 +132,13 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
                 overrides=json.dumps(list(overrides)),
                 class_names=json.dumps(list(splits.class_names)), started=str(time.time()))
     host_dir = distributed.host_workdir(workdir)
-    if store and host_dir != workdir:  # process 0 owns the workdir; others replay their own
+    if store and host_dir != workdir:
+      # Process 0 owns the workdir; the others replay a copy of its store. Their own stores
+      # may differ from it by a trial (a kill between two processes' writes), and a process
+      # that trained a candidate that the others replay would pair its collectives with
+      # theirs for another one. Process 0 stores no trained candidate before this process
+      # trains it too, so the copy holds every one that process 0 will replay.
+      store.copy_to(host_dir)
       store.close()
       store = None
     if store and distributed.is_main():  # the report leaves out the pause before this session

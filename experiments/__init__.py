@@ -69,6 +69,11 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
         f'{type(value).__name__} ({e})') from e
 
 
+# Where and over how many processes the candidates train: the same candidates, scored alike
+# but for the order of float sums (tests/test_executors.py and test_distributed.py compare
+# such searches with a one-process one).
+_WHERE_IT_RUNS = ('executor.', 'distributed.')
+
 # How often training state is saved; no result depends on it.
 _SAVING_ONLY = frozenset({'train.checkpoint_every_epochs', 'final.checkpoint_every_epochs'})
 
@@ -87,8 +92,9 @@ FIELDS_ADDED_LATER = {
 def config_differences(then: dict, now: dict, shown: int = 5) -> list[str]:
   """'field: then -> now' for the first `shown` config fields that would change the trials.
 
-  `executor.*` says only where candidates train, which leaves the trials unchanged, so a
-  search may continue on another executor or with another setting of it; so do the
+  `executor.*` and `distributed.*` say only where candidates train, which leaves the trials
+  unchanged, so a search may continue on another executor or other hosts (each process
+  with its own `distributed.process_id`, the coordinator at a new address); so do the
   checkpoint intervals (`_SAVING_ONLY`): a resumed training ends as an unbroken one. A larger
   `search.budget` extends the search: the stored trials are its first candidates, which the
   search checks one by one as it replays them (launch.py refuses it for an optimizer whose
@@ -99,7 +105,7 @@ def config_differences(then: dict, now: dict, shown: int = 5) -> list[str]:
   missing = '(absent)'
   changed = [f'{key}: {flat_then.get(key, missing)} -> {flat_now.get(key, missing)}'
              for key in sorted(flat_then.keys() | flat_now.keys())
-             if not key.startswith('executor.') and key not in _SAVING_ONLY
+             if not key.startswith(_WHERE_IT_RUNS) and key not in _SAVING_ONLY
              and flat_then.get(key, missing) != flat_now.get(key, missing)
              and not _extends_the_search(key, flat_then, flat_now)]
   return changed[:shown] + ([f'{len(changed) - shown} more'] if len(changed) > shown else [])

@@ -4,7 +4,8 @@ Every host runs the same `launch.py` command (SPMD, as big_vision does): the sea
 deterministic, so every process asks the same candidates in the same order, and each trains
 with the devices of all hosts in one mesh, reading its own rows of every global batch.
 Process 0 owns the workdir (store, checkpoints, report); the others keep their own replay
-store under `<workdir>/hosts/<index>`.
+store under `<workdir>/hosts/<index>`, replaced by a copy of process 0's on `--resume`
+(launch.py), so that every process replays the same trials.
 
 On SLURM (one task per host) and Cloud TPU, `jax.distributed.initialize()` finds the
 coordinator itself; elsewhere `distributed.coordinator_address`, `num_processes` and

@@ -94,6 +94,17 @@ def _decode(cls, row: sqlite3.Row):
   return cls(**values)
 
 
+def _sidecars(path: str) -> tuple[str, str]:
+  """An SQLite file's write-ahead log and shared memory index."""
+  return path + '-wal', path + '-shm'
+
+
+def _remove(*paths: str) -> None:
+  for path in paths:
+    if os.path.exists(path):
+      os.remove(path)
+
+
 class TrialStore:
   """All trials and final evaluations of one search, in `<workdir>/trials.sqlite`."""
 
@@ -119,9 +130,7 @@ class TrialStore:
     partial = os.path.join(workdir, FILENAME + '.partial')
     try:
       os.makedirs(workdir, exist_ok=True)
-      for leftover in (partial, partial + '-wal', partial + '-shm'):
-        if os.path.exists(leftover):
-          os.remove(leftover)
+      _remove(partial, *_sidecars(partial))
       db = sqlite3.connect(partial, isolation_level=None)
       db.executescript(f'BEGIN; {_SCHEMA} COMMIT;')
       db.executemany('INSERT INTO meta (key, value) VALUES (?, ?)', meta.items())
@@ -148,6 +157,24 @@ class TrialStore:
       self._db.execute('ROLLBACK')
       raise
     self._db.execute('COMMIT')
+
+  def copy_to(self, workdir: str) -> None:
+    """Replaces the store in `workdir` with a snapshot of this one, read in one transaction.
+
+    Only for a store that no running process has open: its write-ahead log goes first, so
+    SQLite cannot replay the old store's pages onto the copy.
+    """
+    target = os.path.join(workdir, FILENAME)
+    partial = target + '.partial'
+    os.makedirs(workdir, exist_ok=True)
+    _remove(partial, *_sidecars(partial))
+    copy = sqlite3.connect(partial)
+    try:
+      self._db.backup(copy)
+    finally:
+      copy.close()
+    _remove(*_sidecars(target))
+    os.replace(partial, target)
 
   def close(self) -> None:
     self._db.close()

@@ -44,10 +44,11 @@ def test_bad_overrides_say_what_is_wrong(override, message):
     experiments.get_config('pso_brain_mri', 'smoke', [override])
 
 
-def test_config_differences_name_what_changes_the_trials_and_skip_the_executor():
+def test_config_differences_name_what_changes_the_trials_and_skip_where_they_run():
   then = experiments.get_config('pso_brain_mri', 'smoke').to_dict()
   now = experiments.get_config('pso_brain_mri', 'smoke', [
       'search.budget=2', 'executor.kind=dask', 'executor.compile_ahead=0',
+      'distributed.process_id=1', 'distributed.coordinator_address=host0:1234',
       'train.checkpoint_every_epochs=2', 'final.checkpoint_every_epochs=0']).to_dict()
   del then['train']['patience']  # a field missing for no known reason
   del then['final']['checkpoint_every_epochs']  # checkpoints change no result

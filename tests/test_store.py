@@ -1,4 +1,5 @@
 """The trial store: records round-trip, keys are unique, readers see only whole trials."""
+import shutil
 import sqlite3
 
 import pytest
@@ -57,3 +58,21 @@ def test_creation_is_atomic_and_holds_the_meta(tmp_path):
   with TrialStore.create(str(tmp_path), experiment='e', config='{}') as store:
     assert store.meta() == {'experiment': 'e', 'config': '{}'}
   assert not (tmp_path / 'trials.sqlite.partial').exists()
+
+
+def test_a_copy_replaces_a_killed_process_store_whole(tmp_path):
+  source_dir, host_dir = tmp_path / 'main', tmp_path / 'host'
+  with TrialStore.create(str(source_dir), experiment='e') as source:
+    source.add_trial(_trial(0))
+    # The host's store as a killed process leaves it: its last trial only in the WAL.
+    with TrialStore.create(str(host_dir), experiment='e') as host:
+      host.add_trial(_trial(0))
+      host.add_trial(_trial(1))
+      killed = tmp_path / 'killed'
+      killed.mkdir()
+      for name in ('trials.sqlite', 'trials.sqlite-wal'):
+        shutil.copy(host_dir / name, killed / name)
+    assert (killed / 'trials.sqlite-wal').stat().st_size > 0
+    source.copy_to(str(killed))
+    with TrialStore(str(killed)) as copy:
+      assert copy.trials() == source.trials() and copy.meta() == source.meta()
