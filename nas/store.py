@@ -11,7 +11,7 @@ import json
 import os
 import sqlite3
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from nas import errors
 from nas import records
@@ -105,6 +105,26 @@ def _remove(*paths: str) -> None:
       os.remove(path)
 
 
+def _write_whole(workdir: str, fill: Callable[[sqlite3.Connection], Any]) -> None:
+  """Writes `<workdir>/trials.sqlite` through `fill`, so that it appears whole or not at all.
+
+  The file is written aside and renamed over the old one, whose write-ahead log goes first:
+  SQLite would replay the old store's pages onto the new file. So no running process may
+  have the old store open.
+  """
+  target = os.path.join(workdir, FILENAME)
+  partial = target + '.partial'
+  os.makedirs(workdir, exist_ok=True)
+  _remove(partial, *_sidecars(partial))
+  db = sqlite3.connect(partial, isolation_level=None)
+  try:
+    fill(db)
+  finally:
+    db.close()
+  _remove(*_sidecars(target))
+  os.replace(partial, target)
+
+
 class TrialStore:
   """All trials and final evaluations of one search, in `<workdir>/trials.sqlite`."""
 
@@ -127,15 +147,12 @@ class TrialStore:
   @classmethod
   def create(cls, workdir: str, **meta: str) -> TrialStore:
     """A new store holding `meta`, which appears whole or not at all, even under a kill."""
-    partial = os.path.join(workdir, FILENAME + '.partial')
-    try:
-      os.makedirs(workdir, exist_ok=True)
-      _remove(partial, *_sidecars(partial))
-      db = sqlite3.connect(partial, isolation_level=None)
+    def fill(db: sqlite3.Connection) -> None:
       db.executescript(f'BEGIN; {_SCHEMA} COMMIT;')
       db.executemany('INSERT INTO meta (key, value) VALUES (?, ?)', meta.items())
-      db.close()
-      os.replace(partial, os.path.join(workdir, FILENAME))
+
+    try:
+      _write_whole(workdir, fill)
     except (sqlite3.Error, OSError) as e:
       raise errors.UserError(f'cannot create a search in {workdir}: {e}; '
                              'choose a --workdir you can write to') from e
@@ -159,22 +176,11 @@ class TrialStore:
     self._db.execute('COMMIT')
 
   def copy_to(self, workdir: str) -> None:
-    """Replaces the store in `workdir` with a snapshot of this one, read in one transaction.
+    """A snapshot of this store, read in one transaction, replaces the one in `workdir`.
 
-    Only for a store that no running process has open: its write-ahead log goes first, so
-    SQLite cannot replay the old store's pages onto the copy.
+    No running process may have `workdir`'s store open (see `_write_whole`).
     """
-    target = os.path.join(workdir, FILENAME)
-    partial = target + '.partial'
-    os.makedirs(workdir, exist_ok=True)
-    _remove(partial, *_sidecars(partial))
-    copy = sqlite3.connect(partial)
-    try:
-      self._db.backup(copy)
-    finally:
-      copy.close()
-    _remove(*_sidecars(target))
-    os.replace(partial, target)
+    _write_whole(workdir, self._db.backup)
 
   def close(self) -> None:
     self._db.close()

@@ -1,4 +1,5 @@
 """Two JAX processes (hosts) run one search together through launch.py (jax.distributed)."""
+import pathlib
 import socket
 import sqlite3
 import subprocess
@@ -8,7 +9,8 @@ import time
 from benchmarks import kill_resume
 
 
-def _start_hosts(workdir, args, env, log_prefix) -> list[tuple[subprocess.Popen, object]]:
+def _start_hosts(workdir, args, env, log_prefix: pathlib.Path
+                 ) -> list[tuple[subprocess.Popen, pathlib.Path]]:
   """Both hosts started on a free coordinator port; each with the file its log goes to."""
   with socket.socket() as probe:
     probe.bind(('localhost', 0))
