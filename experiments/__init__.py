@@ -42,14 +42,26 @@ def get_config(name: str, preset: str,
   return config
 
 
+# Dicts whose keys are whatever the code they go to reads (a dataset loader, a Nevergrad
+# optimizer, SLURM), so an override may add a key to them: --config.data.options.root=PATH.
+_OPEN_DICTS = ('data.options', 'search.options', 'executor.slurm.additional_parameters')
+
+
 def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
-  """Sets one `path.to.field=value`; the value must fit the field's existing type."""
+  """Sets one `path.to.field=value`; the value must fit the field's existing type.
+
+  A key new to one of `_OPEN_DICTS` is added, its value read as a Python literal where it
+  is one (3, 0.5, True) and as a string otherwise (a path).
+  """
   path, sep, text = override.partition('=')
   if not sep:
     raise errors.UserError(f'override {override!r} has no value; write --config.{path}=VALUE')
   *parents, leaf = path.split('.')
   node = config
   for depth, key in enumerate(parents + [leaf]):
+    if depth == len(parents) and '.'.join(parents) in _OPEN_DICTS and key not in node:
+      node[leaf] = _literal_or_string(text)
+      return
     if not isinstance(node, ml_collections.ConfigDict) or key not in node:
       prefix = '.'.join(parents[:depth])
       keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
@@ -124,6 +136,13 @@ def _flatten(config: dict, prefix: str = '') -> dict[str, object]:
     else:
       flat[f'{prefix}{key}'] = value
   return flat
+
+
+def _literal_or_string(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
 
 
 def _parse(text: str, current):

@@ -32,6 +32,17 @@ def test_overrides_set_typed_fields():
   assert config.train.time_limit_s == 30.0 and config.data.dedup is True
 
 
+def test_overrides_add_keys_to_the_open_dicts_only():
+  config = experiments.get_config('pso_brain_mri', 'smoke', [
+      'data.options.root=/data/my set', 'data.options.test_fraction=0.2',
+      'search.options.popsize=8', 'executor.slurm.additional_parameters.account=lab'])
+  assert config.data.options.to_dict() == {'root': '/data/my set', 'test_fraction': 0.2}
+  assert config.search.options.popsize == 8
+  assert config.executor.slurm.additional_parameters.account == 'lab'
+  with pytest.raises(errors.UserError, match="data has no 'rot'"):
+    experiments.get_config('pso_brain_mri', 'smoke', ['data.rot=/x'])
+
+
 @pytest.mark.parametrize('override, message', [
     ('search.budgt=3', "did you mean budget"),
     ('serch.budget=3', "did you mean search"),
