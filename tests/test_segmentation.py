@@ -2,6 +2,9 @@
 import dataclasses
 import itertools
 import json
+import os
+import subprocess
+import sys
 import warnings
 
 import jax
@@ -9,6 +12,7 @@ import jax.numpy as jnp
 import nevergrad as ng
 import numpy as np
 import optax
+from PIL import Image
 import pytest
 from sklearn import metrics as skm
 
@@ -27,6 +31,8 @@ from nas import records
 from nas import seg_metrics
 from nas import space as space_lib
 from nas import train as train_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NUM_CLASSES = 2  # mask values: background, foreground
 
@@ -350,6 +356,37 @@ def test_a_network_from_the_space_learns_synthetic_masks(tmp_path):
   probs = loaded.predict(val.images[:5], batch_size=4)
   assert probs.shape == (5, 32, 32, 1)
   assert seg_metrics.segmentation_metrics(val.masks[:5], probs)['dice'] > 0.85
+  _check_predict_writes_masks(str(tmp_path / 'seg'), val, probs, tmp_path)
+
+
+def _check_predict_writes_masks(model_dir, val, probs, tmp_path):
+  """`python -m nas.predict --masks_dir` writes each image's mask at the image's size."""
+  images = tmp_path / 'images'
+  (images / 'more').mkdir(parents=True)
+  Image.fromarray(val.images[0, ..., 0]).save(images / 'a.png')
+  Image.fromarray(val.images[1, ..., 0]).resize((48, 64)).save(images / 'more' / 'a.png')
+  masks = tmp_path / 'masks'
+  run = subprocess.run([sys.executable, '-m', 'nas.predict', f'--model={model_dir}',
+                        f'--masks_dir={masks}', str(images), '--json'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  rows = {os.path.relpath(r['path'], images): r for r in json.loads(run.stdout)}
+  assert {k: v['mask'] for k, v in rows.items()} == {
+      'a.png': str(masks / 'a_mask.png'),
+      os.path.join('more', 'a.png'): str(masks / 'more' / 'a_mask.png')}
+  same_size = np.asarray(Image.open(masks / 'a_mask.png'))
+  np.testing.assert_array_equal(same_size, np.where(probs[0, ..., 0] > 0.5, 255, 0))
+  assert rows['a.png']['foreground'] == pytest.approx(np.mean(same_size > 0))
+  resized = np.asarray(Image.open(masks / 'more' / 'a_mask.png'))
+  assert resized.shape == (64, 48) and set(np.unique(resized)) <= {0, 255}
+  truth = np.asarray(Image.fromarray(val.masks[1, ..., 0] * 255).resize((48, 64)))
+  assert seg_metrics.segmentation_metrics((truth > 127)[None, ..., None].astype(np.uint8),
+                                          (resized > 0)[None, ..., None].astype(np.float32)
+                                          )['dice'] > 0.8
+  unasked = subprocess.run([sys.executable, '-m', 'nas.predict', f'--model={model_dir}',
+                            str(images)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert unasked.returncode == 2 and unasked.stderr.strip().endswith(
+      'is a segmentation network; pass --masks_dir=DIR to write its masks')
 
 
 def test_segmentation_settings_and_fitness_metric_checks():
