@@ -28,10 +28,9 @@ def load_source(name: str, *, data_dir: str | None, image_size: int, channels: i
   """The official splits, decoded and cached like mask_folder's trees."""
   del seed
   root = os.path.join(data_dir or paths.default_data_dir(), 'kvasir_seg')
-  layout = (f'download Kvasir-SEG.zip from {URL} and place its images/ and masks/ as '
-            f'{root}/train/images, {root}/train/masks, {root}/test/images and '
-            f'{root}/test/masks following the official lists {SPLIT_LISTS} '
-            '(train.txt ids to train/, val.txt ids to test/)')
+  layout = (f'download Kvasir-SEG.zip from {URL} and the official lists {SPLIT_LISTS}, then '
+            'python -m datasets.prepare_kvasir_seg --source=Kvasir-SEG --train_list=train.txt '
+            f'--test_list=val.txt lays them out as {root}/train/masks, {root}/test/images, ...')
   if not os.path.isdir(root):
     raise DataError(f'kvasir_seg not found at {root}; {layout} (or pass --data_dir / set '
                     'MEDNAS_DATA_DIR to the folder that holds kvasir_seg)')

@@ -1,6 +1,9 @@
 """Segmentation data: synthetic_seg, mask_folder pairs, kvasir_seg, masks in batches and
 augmentation."""
+import filecmp
 import os
+import subprocess
+import sys
 import time
 
 import flax.linen as nn
@@ -328,7 +331,55 @@ def test_missing_kvasir_says_how_to_get_it(tmp_path):
     datasets.load('kvasir_seg', data_dir=str(tmp_path))
   message = str(e.value)
   assert 'datasets.simula.no/kvasir-seg' in message and 'train/masks' in message
+  assert 'python -m datasets.prepare_kvasir_seg' in message
   assert '\n' not in message
+
+
+def _prepare_kvasir(source, train_list, test_list, data_dir):
+  return subprocess.run(
+      [sys.executable, '-m', 'datasets.prepare_kvasir_seg', f'--source={source}',
+       f'--train_list={train_list}', f'--test_list={test_list}', f'--data_dir={data_dir}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@needs_kvasir
+def test_prepare_kvasir_lays_out_the_zip_as_the_official_split(tmp_path):
+  # The zip's layout, rebuilt from the shipped copy: every pair under images/ and masks/.
+  source = tmp_path / 'Kvasir-SEG'
+  for split in ('train', 'test'):
+    for kind in ('images', 'masks'):
+      (source / kind).mkdir(parents=True, exist_ok=True)
+      for name in os.listdir(os.path.join(KVASIR, split, kind)):
+        os.symlink(os.path.join(KVASIR, split, kind, name), source / kind / name)
+  lists = os.path.join(KVASIR, 'splits')
+  run = _prepare_kvasir(source, os.path.join(lists, 'train.txt'),
+                        os.path.join(lists, 'val.txt'), tmp_path / 'data')
+  assert run.returncode == 0, run.stderr[-3000:]
+  made = tmp_path / 'data' / 'kvasir_seg'
+  for split in ('train', 'test'):
+    for kind in ('images', 'masks'):
+      names = sorted(os.listdir(os.path.join(KVASIR, split, kind)))
+      assert sorted(os.listdir(made / split / kind)) == names
+      for name in names[:20]:
+        assert filecmp.cmp(made / split / kind / name, os.path.join(KVASIR, split, kind, name),
+                           shallow=False)
+  assert filecmp.cmp(made / 'splits' / 'val.txt', os.path.join(lists, 'val.txt'), shallow=False)
+  again = _prepare_kvasir(source, os.path.join(lists, 'train.txt'),
+                          os.path.join(lists, 'val.txt'), tmp_path / 'data')
+  assert again.returncode == 2 and again.stderr.strip().endswith(
+      'already exists; remove it or pass another --data_dir')
+
+
+def test_prepare_kvasir_refuses_a_listed_pair_it_cannot_find(tmp_path):
+  source = tmp_path / 'Kvasir-SEG'
+  for kind in ('images', 'masks'):
+    _save(str(source / kind / 'a.jpg'), np.zeros((8, 8, 3), np.uint8))
+  (tmp_path / 'train.txt').write_text('a\n')
+  (tmp_path / 'val.txt').write_text('b\n')
+  run = _prepare_kvasir(source, tmp_path / 'train.txt', tmp_path / 'val.txt', tmp_path / 'data')
+  assert run.returncode == 2 and 'Traceback' not in run.stderr
+  assert run.stderr.strip().startswith(f'error: {source / "images" / "b.jpg"} is missing')
+  assert not (tmp_path / 'data').exists()  # nothing half-prepared
 
 
 @pytest.fixture(scope='module')
