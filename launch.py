@@ -128,6 +128,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
     train_lib.enable_compilation_cache(compilation_cache)
     data = datasets.Spec.from_config(config.data, data_dir, config.seed)
     splits = data.load()
+    search.check_config(config, splits.task, len(splits.class_names))
+    executors.check_kind(config.executor)
     meta = dict(experiment=config.experiment, config=config.to_json(),
                 overrides=json.dumps(list(overrides)),
                 class_names=json.dumps(list(splits.class_names)), started=str(time.time()))
@@ -203,6 +205,10 @@ def run() -> str:
     if os.path.exists(os.path.join(workdir, 'trials.sqlite')):
       raise errors.UserError(f'{workdir} already holds a search; add --resume to continue '
                              'it, or choose a new --workdir')
+    from nas import compare  # pylint: disable=g-import-not-at-top
+    if compare.holds_study(workdir):
+      raise errors.UserError(f'{workdir} holds an optimizer study, whose report the search '
+                             'would overwrite; choose a new --workdir')
   paths = run_experiment(config, workdir, _Overrides.values, FLAGS.data_dir)
   print(f'leaderboard: {paths.get("leaderboard.md", workdir)}')
   print(f'report:      {paths.get("report.html", workdir)}')

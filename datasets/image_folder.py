@@ -72,13 +72,20 @@ def load_source(name: str, *, data_dir: str | None, image_size: int, channels: i
   """
   del name, seed  # the carved test split is fixed, see TEST_SEED
   if not (root or data_dir):
-    raise DataError('image_folder needs the tree: pass root=<dir> (or data_dir=<dir>)')
+    raise DataError('image_folder needs the tree: pass --data_dir=<dir> (or '
+                    '--config.data.options.root=<dir>)')
   scan = folder.scan(root or data_dir)
   splits, corrupt = decode_scan(scan, image_size, channels, cache_dir)
   train, test = splits['train'], splits.get('test')
   if test is None:
-    keep, hold = splitting.stratified_holdout(
-        train.labels, test_fraction, TEST_SEED, scan.class_names, what='test')
+    try:
+      keep, hold = splitting.stratified_holdout(
+          train.labels, test_fraction, TEST_SEED, scan.class_names, what='test')
+    except DataError as e:  # a class may be short only because its files would not decode
+      if not corrupt:
+        raise
+      raise DataError(f'{e} ({len(corrupt)} corrupt image(s) were skipped, e.g. '
+                      f'{os.path.join(scan.root, corrupt[0][0])}: {corrupt[0][1]})') from e
     train, test = train.take(keep), train.take(hold)
   return Source(train=train, val=splits.get('val'), test=test,
                 class_names=scan.class_names, source=scan.root, corrupt=corrupt)

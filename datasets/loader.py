@@ -88,7 +88,7 @@ def load(name: str, data_dir: str | None = None, image_size: int = 64, channels:
       first, reason = source.corrupt[0]
       raise DataError(
           f'corrupt image {os.path.join(source.source, first)} ({reason}) and '
-          f'{len(source.corrupt) - 1} more; replace or delete it, or pass on_corrupt="skip"')
+          f'{len(source.corrupt) - 1} more; replace or delete it, or pass --config.data.on_corrupt=skip')
     for image_id, reason in source.corrupt:
       logging.warning('Skipped corrupt image %s: %s',
                       os.path.join(source.source, image_id), reason)

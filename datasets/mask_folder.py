@@ -203,7 +203,8 @@ def load_source(name: str, *, data_dir: str | None, image_size: int, channels: i
   """
   del seed  # the carved test split is fixed, see TEST_SEED
   if not (root or data_dir):
-    raise DataError('mask_folder needs the tree: pass root=<dir> (or data_dir=<dir>)')
+    raise DataError('mask_folder needs the tree: pass --data_dir=<dir> (or '
+                    '--config.data.options.root=<dir>)')
   pair_scan = scan(root or data_dir, mask_suffix)
   splits, corrupt = decode_scan(pair_scan, name, image_size, channels, mask_threshold,
                                 cache_dir)

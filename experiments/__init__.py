@@ -153,7 +153,7 @@ def _parse(text: str, current):
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):
     raise errors.UserError(
-        f'cannot read {text!r} as a {type(current).__name__}; write a Python literal '
+        f'cannot read {text!r} as {type(current).__name__}; write a Python literal '
         'such as 3, 0.5, True or (16, 32)') from None
   if isinstance(current, tuple) and isinstance(value, list):
     value = tuple(value)

@@ -120,5 +120,12 @@ def load(directory: str) -> SavedModel:
   shape = jnp.zeros((1, image_size, image_size, channels))
   target = jax.eval_shape(lambda: module.init(jax.random.key(0), shape, train=False))
   target = {k: v for k, v in target.items() if k in _SAVED_COLLECTIONS}
-  variables = ocp.StandardCheckpointer().restore(os.path.join(directory, _CHECKPOINT), target)
+  checkpoint = os.path.join(directory, _CHECKPOINT)
+  if not os.path.isdir(checkpoint):
+    raise OSError(f'no {_CHECKPOINT}/ folder in {directory}')
+  try:
+    variables = ocp.StandardCheckpointer().restore(checkpoint, target)
+  except (ValueError, RuntimeError) as e:  # tensorstore's errors quote its whole spec
+    raise ValueError(f'its weights in {checkpoint} are corrupt or incomplete '
+                     f'({type(e).__name__}: {str(e)[:120]}...)') from e
   return SavedModel(genotype, variables, class_names, image_size, channels, info)

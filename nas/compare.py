@@ -123,6 +123,9 @@ def run_study(study: Study, workdir: str, run_experiment: RunExperiment) -> dict
   Returns:
     The paths nas.report.write_study wrote, by file name.
   """
+  if os.path.exists(os.path.join(workdir, 'trials.sqlite')):
+    raise errors.UserError(f'{workdir} holds a single search, whose report the study would '
+                           'overwrite; choose another --workdir for the study')
   runs = study.runs()
   for i, run in enumerate(runs, start=1):
     run_dir = os.path.join(workdir, run.name)
@@ -137,6 +140,13 @@ def run_study(study: Study, workdir: str, run_experiment: RunExperiment) -> dict
                 {'overrides': run.overrides, 'config': json.loads(config.to_json())})
   return report.write_study([os.path.join(workdir, run.name) for run in runs], workdir,
                             title=f'{study.name} ({study.experiment}, preset {study.preset})')
+
+
+def holds_study(workdir: str) -> bool:
+  """Whether `workdir` holds a study's runs (searches in its sub-folders)."""
+  return os.path.isdir(workdir) and any(
+      os.path.exists(os.path.join(workdir, name, 'trials.sqlite'))
+      for name in os.listdir(workdir))
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -155,8 +165,12 @@ def _finished(run_dir: str, run: StudyRun, config: ml_collections.ConfigDict) ->
   path = os.path.join(run_dir, FINISHED)
   if not os.path.exists(path):
     return False
-  with open(path, encoding='utf-8') as f:
-    finished = json.load(f)
+  try:
+    with open(path, encoding='utf-8') as f:
+      finished = json.load(f)
+  except (OSError, ValueError) as e:  # the run's store is intact: resuming it finishes it again
+    logging.warning('%s unreadable (%s); the run is resumed', path, e)
+    return False
   differences = experiments.config_differences(finished['config'],
                                                json.loads(config.to_json()))
   if differences:

@@ -218,9 +218,13 @@ EXECUTORS: dict[str, Callable[[ml_collections.ConfigDict, str, str], Any]] = {
 }
 
 
-def make(config: ml_collections.ConfigDict, workdir: str, compilation_cache: str = ''):
-  """The executor that `config` (the experiment's `executor` block) names."""
+def check_kind(config: ml_collections.ConfigDict) -> None:
   if config.kind not in EXECUTORS:
     raise errors.UserError(f'unknown executor.kind {config.kind!r}; choose one of '
                            f'{", ".join(EXECUTORS)}')
+
+
+def make(config: ml_collections.ConfigDict, workdir: str, compilation_cache: str = ''):
+  """The executor that `config` (the experiment's `executor` block) names."""
+  check_kind(config)
   return EXECUTORS[config.kind](config, workdir, compilation_cache)

@@ -244,6 +244,12 @@ def _grid_points(options: dict[str, Any], budget: int,
   return iter(points)
 
 
+def check_name(name: str) -> None:
+  if name not in OPTIMIZERS:
+    raise errors.UserError(
+        f'unknown optimizer {name!r}; choose one of {", ".join(sorted(OPTIMIZERS))}')
+
+
 def make(name: str, space: space_lib.SearchSpace, seed: int, budget: int, population: int,
          options: dict[str, Any], shared_start: bool = False, new_networks: bool = False):
   """An optimizer over `space` with Nevergrad's ask/tell interface, seeded by `seed`.
@@ -254,9 +260,7 @@ def make(name: str, space: space_lib.SearchSpace, seed: int, budget: int, popula
   `new_networks`, it asks anew where it would repeat a network (NewNetworks); a grid never
   repeats one, and tpevo always asks anew.
   """
-  if name not in OPTIMIZERS:
-    raise errors.UserError(
-        f'unknown optimizer {name!r}; choose one of {", ".join(sorted(OPTIMIZERS))}')
+  check_name(name)
   if name == 'grid':
     return GridSearch(space.parametrization(seed), _grid_points(options, budget, space.grid()))
   start = space.first_generation(seed, min(population, budget)) if shared_start else []

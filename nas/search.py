@@ -27,6 +27,7 @@ from typing import Any
 from absl import logging
 import ml_collections
 import nevergrad as ng
+import numpy as np
 import tqdm
 
 import datasets
@@ -116,6 +117,51 @@ def loss_of(metrics: dict, metric: str, penalty: float) -> float:
 _LOOPS = {'sync': '_loop', 'async': '_loop_async'}
 
 
+def check_config(config: ml_collections.ConfigDict, task: str,
+                 num_classes: int) -> space_lib.SearchSpace:
+  """Raises UserError for what the search or its trainings would refuse; returns the space.
+
+  Run before a search stores anything, so that a bad value costs neither training time nor
+  the workdir (a store once created holds its config, and --resume keeps it).
+  """
+  if task not in space_lib.SPACES:
+    raise errors.UserError(f'no search space for task {task!r}; known tasks: '
+                           f'{", ".join(space_lib.SPACES)}')
+  try:
+    space = space_lib.SPACES[task](config.space, config.data.image_size, config.data.channels,
+                                   num_classes)
+  except KeyError as e:  # e.g. a classification experiment pointed at segmentation data
+    raise errors.UserError(f'config.space has no field {e.args[0]} that a {task} search '
+                           f'needs; start from a {task} experiment (see --list_experiments)'
+                           ) from e
+  except ValueError as e:  # a space config that describes no network
+    raise errors.UserError(f'config.space: {e}') from e
+  optimizers.check_name(config.search.optimizer)
+  for field in ('search.budget', 'search.population', 'final.top_k', 'final.seeds',
+                'final.epochs'):
+    section, name = field.split('.')
+    if config[section][name] < 1:
+      raise errors.UserError(f'{field} must be at least 1, got {config[section][name]}')
+  unknown = set(config.search.objectives) - set(_COSTS)
+  if unknown:
+    raise errors.UserError(f'unknown search.objectives {sorted(unknown)}; '
+                           f'extra objectives are any of {", ".join(_COSTS)}')
+  if config.search.mode not in _LOOPS:
+    raise errors.UserError(f'unknown search.mode {config.search.mode!r}; choose one of '
+                           f'{", ".join(_LOOPS)}')
+  if config.search.mode == 'async' and len(config.search.fidelity.rungs) > 1:
+    raise errors.UserError(
+        'search.mode=async trains every candidate at one fidelity; set '
+        'search.fidelity.rungs=() (train.epochs is then the fidelity) or use search.mode=sync')
+  try:
+    # Any network of the space: the checks depend on its kind (classifier or segmenter).
+    train_lib.check_config(config.train, space.decode(np.zeros(space.dimension)),
+                           config.search.metric)
+  except ValueError as e:
+    raise errors.UserError(str(e)) from e
+  return space
+
+
 class Search:
   """One search over one search space, writing every trial to `store`.
 
@@ -132,35 +178,13 @@ class Search:
     self.config = config
     self.store = store
     self.executor = executor
-    if task not in space_lib.SPACES:
-      raise errors.UserError(f'no search space for task {task!r}; known tasks: '
-                             f'{", ".join(space_lib.SPACES)}')
-    try:
-      self.space = space_lib.SPACES[task](config.space, config.data.image_size,
-                                          config.data.channels, num_classes)
-    except KeyError as e:  # e.g. a classification experiment pointed at segmentation data
-      raise errors.UserError(f'config.space has no field {e.args[0]} that a {task} search '
-                             f'needs; start from a {task} experiment (see --list_experiments)'
-                             ) from e
-    except ValueError as e:  # a space config that describes no network
-      raise errors.UserError(f'config.space: {e}') from e
+    self.space = check_config(config, task, num_classes)
     self.ctx = EvalContext(
         data=data, num_classes=num_classes, seed=config.seed,
         train_config=config.train, aug_config=augment_lib.AugmentConfig(**config.augment),
         metric=config.search.metric,
         checkpoint_root=train_lib.checkpoint_dir(workdir or store.workdir))
     self.rungs = tuple(config.search.fidelity.rungs) or (config.train.epochs,)
-    unknown = set(config.search.objectives) - set(_COSTS)
-    if unknown:
-      raise errors.UserError(f'unknown search.objectives {sorted(unknown)}; '
-                             f'extra objectives are any of {", ".join(_COSTS)}')
-    if config.search.mode not in _LOOPS:
-      raise errors.UserError(f'unknown search.mode {config.search.mode!r}; choose one of '
-                             f'{", ".join(_LOOPS)}')
-    if config.search.mode == 'async' and len(self.rungs) > 1:
-      raise errors.UserError(
-          'search.mode=async trains every candidate at one fidelity; set '
-          'search.fidelity.rungs=() (train.epochs is then the fidelity) or use search.mode=sync')
     self._failures_in_a_row = 0
 
   def run(self) -> list[records.Trial]:
@@ -401,4 +425,5 @@ class Search:
       raise TooManyFailures(
           f'{self._failures_in_a_row} candidates failed in a row, last with '
           f'"{trial.error.splitlines()[0] if trial.error else "?"}"; likely cause: '
-          f'{_likely_cause(trial.error)}; the finished trials are kept in the store')
+          f'{_likely_cause(trial.error)}; the finished trials are kept in the store (fix the '
+          'config and start a new --workdir: --resume keeps the stored config)')

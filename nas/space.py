@@ -23,7 +23,9 @@ import nevergrad as ng
 import numpy as np
 from scipy import special
 
+from models import cells
 from models import counting
+from models import layers
 from models.genotype import AnyGenotype, DecoderStage, Genotype, SegGenotype, Stage, TrainGenes
 
 # Draws per point of a shared first generation before giving up on a mostly untrainable space.
@@ -62,6 +64,17 @@ _DECODER_GENES = {
     'upsample': 'upsamples',
     'skip': 'skips',
 }
+# Genes that name a module -> the registry that builds it.
+_NAMED_GENES = {
+    'cell': cells.CELLS,
+    'attention': cells.ATTENTION,
+    'downsample': cells.DOWNSAMPLE,
+    'upsample': cells.UPSAMPLE,
+    'skip': cells.SKIPS,
+    'norm': layers.NORMS,
+    'activation': layers.ACTIVATIONS,
+}
+_FIELDS = {**_GLOBAL_GENES, **_STAGE_GENES, **_DECODER_GENES}
 
 
 def stage_widths(space: ml_collections.ConfigDict, stage: int) -> Sequence[int]:
@@ -73,6 +86,14 @@ def stage_widths(space: ml_collections.ConfigDict, stage: int) -> Sequence[int]:
     raise ValueError(f'space.stage_widths has {len(per_stage)} entries for {space.num_stages} '
                      'stages: give one tuple of widths per stage, or () to use space.widths')
   return per_stage[stage]
+
+
+def _check_names(gene: str, values: Sequence[Any]) -> None:
+  known = _NAMED_GENES.get(gene)
+  unknown = [v for v in values if known is not None and v not in known]
+  if unknown:
+    raise ValueError(f'space.{_FIELDS[gene]} has unknown {", ".join(map(repr, unknown))}; '
+                     f'choose from {", ".join(known)}')
 
 
 class SearchSpace:
@@ -89,6 +110,7 @@ class SearchSpace:
       values = tuple(values)
       if not values:
         raise ValueError(f'search space gene {gene!r} has no allowed values')
+      _check_names(gene.rpartition('.')[2], values)
       self.choices[gene] = values
 
   def _allowed(self, space: ml_collections.ConfigDict) -> dict[str, Sequence[Any]]:

@@ -134,7 +134,7 @@ class TrialStore:
     if not os.path.exists(self.path):
       raise errors.UserError(
           f'{workdir} is not a search workdir (no {FILENAME}); '
-          'pass the --workdir of an earlier search, or drop --resume to start a new one')
+          'pass the workdir of an earlier search (launch.py without --resume starts a new one)')
     try:
       self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
       self._db.row_factory = sqlite3.Row

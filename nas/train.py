@@ -187,13 +187,41 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def _direction(optimizer: str, momentum: float) -> optax.GradientTransformation:
-  """The update direction before the learning rate and decoupled weight decay are applied."""
-  if optimizer == 'adamw':
-    return optax.scale_by_adam()
-  if optimizer == 'sgd':
-    return optax.trace(decay=momentum, nesterov=True)
-  raise ValueError(f'unknown train.optimizer {optimizer!r}; choose adamw or sgd')
+# train.optimizer -> the update direction (of the momentum) before the learning rate and
+# decoupled weight decay are applied.
+DIRECTIONS: dict[str, Callable[[float], optax.GradientTransformation]] = {
+    'adamw': lambda momentum: optax.scale_by_adam(),
+    'sgd': lambda momentum: optax.trace(decay=momentum, nesterov=True),
+}
+
+# train.schedule -> the learning rate schedule of (peak, warmup steps, total steps).
+SCHEDULES: dict[str, Callable[[float, int, int], optax.Schedule]] = {
+    'cosine': lambda peak, warmup, total: (
+        optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total) if warmup
+        else optax.cosine_decay_schedule(peak, total)),
+    'onecycle': lambda peak, warmup, total: optax.cosine_onecycle_schedule(total, peak),
+    'constant': lambda peak, warmup, total: optax.constant_schedule(peak),
+}
+
+
+def check_config(train_cfg: ml_collections.ConfigDict, genotype: AnyGenotype,
+                 metric: str) -> None:
+  """Raises ValueError for what every training of `genotype`'s kind would fail on."""
+  for field, known in (('optimizer', DIRECTIONS), ('schedule', SCHEDULES)):
+    if train_cfg[field] not in known:
+      raise ValueError(f'unknown train.{field} {train_cfg[field]!r}; choose one of '
+                       f'{", ".join(known)}')
+  try:
+    floating = jnp.issubdtype(jnp.dtype(train_cfg.dtype), jnp.floating)
+  except TypeError:
+    floating = False
+  if not floating:
+    raise ValueError(f'train.dtype {train_cfg.dtype!r} is not a float type; use float32 or '
+                     'bfloat16')
+  task = task_for(genotype, train_cfg)
+  if metric not in task.fitness_metrics:
+    raise ValueError(f'{type(task).__name__} has no fitness metric {metric!r}; choose one of '
+                     f'{", ".join(task.fitness_metrics)}')
 
 
 def step_inputs(batch: dict[str, jax.Array], key: jax.Array, hparams: dict[str, jax.Array],
@@ -276,7 +304,7 @@ def compiled_steps(architecture: AnyGenotype, num_classes: int, dtype: str, opti
   step_options = compiler.compiler_options('step', cpu_optimization_level)
   task = TASKS[type(architecture)]() if task is None else task
   model = models.build(architecture, num_classes, dtype=jnp.dtype(dtype))
-  tx = _direction(optimizer, momentum)
+  tx = DIRECTIONS[optimizer](momentum)
   replicated, batch_sharded = _shardings()
 
   def init(key, image_shape):
@@ -306,16 +334,8 @@ def _learning_rates(train_cfg: ml_collections.ConfigDict, peak: float,
   """The learning rate of every step, computed once on the host."""
   total = max(1, steps_per_epoch * epochs)
   warmup = int(train_cfg.warmup_epochs * steps_per_epoch)
-  schedules = {
-      'cosine': lambda: (optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total)
-                         if warmup else optax.cosine_decay_schedule(peak, total)),
-      'onecycle': lambda: optax.cosine_onecycle_schedule(total, peak),
-      'constant': lambda: optax.constant_schedule(peak),
-  }
-  if train_cfg.schedule not in schedules:
-    raise ValueError(f'unknown train.schedule {train_cfg.schedule!r}; '
-                     f'choose one of {", ".join(schedules)}')
-  return np.asarray(jax.vmap(schedules[train_cfg.schedule]())(jnp.arange(total)), np.float32)
+  schedule = SCHEDULES[train_cfg.schedule](peak, warmup, total)
+  return np.asarray(jax.vmap(schedule)(jnp.arange(total)), np.float32)
 
 
 def _batch_size(genes: TrainGenes, num_train: int) -> int:
@@ -513,11 +533,9 @@ def compile_steps(genotype: AnyGenotype, train: datasets.Split, val: datasets.Sp
 def _fit(genotype, train, val, num_classes, epochs, seed, train_cfg, aug_config, metric,
          history, timing, start, checkpoint_dir):
   """The training loop; raises on failure. Fills `history` and `timing` as it goes."""
+  metric = metric or task_for(genotype, train_cfg).fitness_metrics[0]  # accuracy, dice
+  check_config(train_cfg, genotype, metric)
   steps = _steps_for(genotype, num_classes, train_cfg, aug_config)
-  metric = metric or steps.task.fitness_metrics[0]  # accuracy, dice
-  if metric not in steps.task.fitness_metrics:
-    raise ValueError(f'{type(steps.task).__name__} has no fitness metric {metric!r}; choose '
-                     f'one of {", ".join(steps.task.fitness_metrics)}')
   genes = genotype.train
   batch_size = _batch_size(genes, len(train.labels))
   steps_per_epoch = len(train.labels) // batch_size

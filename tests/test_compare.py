@@ -303,6 +303,26 @@ def test_a_run_finished_at_a_smaller_budget_is_extended_not_skipped(tmp_path):
     compare._finished(str(tmp_path), run, config)
 
 
+def test_an_unreadable_finished_marker_resumes_the_run(tmp_path):
+  run = compare.StudyRun('pso', 0, ())
+  (tmp_path / compare.FINISHED).write_text('{"overrides": [')  # as if cut off
+  assert not compare._finished(str(tmp_path), run, experiments.get_config('pso_synthetic',
+                                                                          'smoke'))
+
+
+def test_a_study_and_a_single_search_keep_out_of_each_others_workdir(study, tmp_path):
+  workdir, env = study
+  single = _launch('--experiment=pso_synthetic', '--preset=smoke', f'--workdir={workdir}',
+                   env=env)
+  assert single.returncode == 2 and single.stderr.strip().endswith(
+      'holds an optimizer study, whose report the search would overwrite; choose a new '
+      '--workdir')
+  (tmp_path / 'trials.sqlite').write_bytes(b'')
+  study_there = _launch(*_STUDY, f'--workdir={tmp_path}', env=env)
+  assert study_there.returncode == 2 and 'holds a single search' in study_there.stderr
+  assert not list(tmp_path.glob('*-seed*'))
+
+
 def test_unknown_optimizer_on_the_command_line_is_one_line():
   result = _launch('--study=compare_optimizers_synthetic', '--optimizers=pso,bogus',
                    env=dict(os.environ))

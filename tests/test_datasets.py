@@ -185,6 +185,16 @@ def test_empty_class_folder_is_an_error(tmp_path):
     datasets.load('image_folder', data_dir=str(root))
 
 
+def test_a_class_of_corrupt_files_says_they_were_skipped(tmp_path):
+  root = _flat_tree(tmp_path / 'tree')
+  (root / 'd').mkdir()
+  for i in range(3):
+    (root / 'd' / f'{i}.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
+  with pytest.raises(datasets.DataError, match=r"class 'd' has 0 image\(s\).*3 corrupt image"
+                                               r"\(s\) were skipped, e.g. .*/d/0\.jpg"):
+    datasets.load('image_folder', data_dir=str(root))
+
+
 def test_too_few_images_names_the_class(tmp_path):
   root = _flat_tree(tmp_path / 'tree')
   images, _ = _shapes(2)

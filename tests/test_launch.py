@@ -160,6 +160,10 @@ def test_new_search_in_a_used_workdir_refuses(synthetic_search):
     (['--experiment=pso_synthetic', '--preset=huge'], ['unknown preset']),
     (['--experiment=pso_brain_mri', '--data_dir=/nonexistent/mednas'], ['/nonexistent']),
     (['--experimnt=pso_synthetic'], ['experimnt']),
+    # Refused after the data loads but before the store holds the config.
+    (['--experiment=pso_synthetic', '--config.search.optimizer=psoo'], ['unknown optimizer']),
+    (['--experiment=pso_synthetic', "--config.space.cells=('conv', 'sepp')"],
+     ["space.cells has unknown 'sepp'"]),
 ])
 def test_bad_input_is_one_line(tmp_path, args, fragments):
   result = _launch(*args, f'--workdir={tmp_path / "w"}')

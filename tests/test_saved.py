@@ -1,6 +1,9 @@
 """Saved models: the round trip through orbax gives identical logits."""
+import os
+
 import jax
 import numpy as np
+import pytest
 
 import models
 from models import saved
@@ -27,3 +30,16 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
   assert loaded.info['dataset'] == 'synthetic'
   np.testing.assert_array_equal(np.asarray(loaded.logits(images)), np.asarray(expected))
   assert np.allclose(loaded.predict(images).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_corrupt_weights_are_named_in_one_short_line(tmp_path, save_tiny_model):
+  path = save_tiny_model(str(tmp_path / 'best'), ('a', 'b'))
+  data = [os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names
+          if f'{os.sep}d{os.sep}' in os.path.join(folder, name)]
+  assert data  # the checkpoint's array chunks
+  for name in data:
+    with open(name, 'r+b') as f:
+      f.write(b'\0' * 64)
+  with pytest.raises(ValueError, match='corrupt or incomplete') as e:
+    models.load(path)
+  assert len(str(e.value)) < 400 and '\n' not in str(e.value)

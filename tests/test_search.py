@@ -1,11 +1,13 @@
 """The search loop with a fast stand-in for training: dedup, rejection, rungs, replay."""
 import collections
+import itertools
 
 import numpy as np
 import pytest
 
 import datasets
 import experiments
+from experiments.common import PRESETS
 from models.genotype import Genotype
 from nas import errors
 from nas import executors
@@ -199,3 +201,33 @@ def test_multi_objective_search_tells_error_and_size(tmp_path, calls):
   ok = next(t for t in trials if t.status == records.OK)
   assert search._objectives(ok) == [ok.loss, pytest.approx(np.log10(ok.params))]
   assert len(trials) >= 12
+
+
+@pytest.mark.parametrize('override, message', [
+    ('search.optimizer=psoo', "unknown optimizer 'psoo'"),
+    ('search.population=0', 'search.population must be at least 1, got 0'),
+    ('search.budget=-3', 'search.budget must be at least 1'),
+    ('final.seeds=0', 'final.seeds must be at least 1'),
+    ('final.top_k=0', 'final.top_k must be at least 1'),
+    ("space.attention=('none', 'cbamm')", "space.attention has unknown 'cbamm'"),
+    ("space.activations=('gelux',)", "space.activations has unknown 'gelux'"),
+    ('space.widths=()', "gene 's0.width' has no allowed values"),
+    ('train.optimizer=adam', "unknown train.optimizer 'adam'; choose one of adamw, sgd"),
+    ('train.schedule=linear', "unknown train.schedule 'linear'"),
+    ('train.dtype=float16x', "train.dtype 'float16x' is not a float type"),
+    ('train.dtype=int32', "train.dtype 'int32' is not a float type"),
+    ('search.metric=dice', "Classification has no fitness metric 'dice'"),
+    ('search.mode=asap', "unknown search.mode 'asap'"),
+])
+def test_a_bad_config_is_refused_before_the_search_starts(override, message):
+  config = experiments.get_config('pso_synthetic', 'smoke', [override])
+  with pytest.raises(errors.UserError, match=message):
+    search_lib.check_config(config, datasets.CLASSIFICATION, 3)
+
+
+def test_check_config_accepts_every_experiment_at_every_preset():
+  for name, preset in itertools.product(experiments.names(), PRESETS):
+    config = experiments.get_config(name, preset)
+    task = (datasets.SEGMENTATION if config.data.name in ('kvasir_seg', 'synthetic_seg')
+            else datasets.CLASSIFICATION)
+    search_lib.check_config(config, task, 2 if task == datasets.SEGMENTATION else 4)
