@@ -130,9 +130,18 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
     splits = data.load()
     search.check_config(config, splits.task, len(splits.class_names))
     executors.check_kind(config.executor)
+    fingerprint = splits.fingerprint()
+    if store and 'data' in stored and json.loads(stored['data']) != fingerprint:
+      then = json.loads(stored['data'])['sizes']
+      raise errors.UserError(
+          f'{workdir} holds a search of other data than {data.name} in {data.data_dir} '
+          f'(images per split then {then}, now {fingerprint["sizes"]}; or the same counts, '
+          'other pixels); point --data_dir at the data it was stored with, or start a new '
+          '--workdir')
     meta = dict(experiment=config.experiment, config=config.to_json(),
                 overrides=json.dumps(list(overrides)),
-                class_names=json.dumps(list(splits.class_names)), started=str(time.time()))
+                class_names=json.dumps(list(splits.class_names)), started=str(time.time()),
+                data=json.dumps(fingerprint))
     host_dir = distributed.host_workdir(workdir)
     if store and host_dir != workdir:
       # Process 0 owns the workdir; the others replay a copy of its store. Their own stores

@@ -9,6 +9,7 @@ mask values in `class_names`, e.g. ('background', 'polyp').
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,17 @@ class Splits:
 
   def items(self) -> tuple[tuple[str, Split], ...]:
     return (('train', self.train), ('val', self.val), ('test', self.test))
+
+  def fingerprint(self) -> dict[str, Any]:
+    """The splits' sizes, and a hash of their pixels, labels and masks as decoded."""
+    digest = hashlib.sha256()
+    for name, split in self.items():
+      digest.update(name.encode())
+      for array in (split.images, split.labels, split.masks):
+        if array is not None:
+          digest.update(np.ascontiguousarray(array).data)
+    return {'sizes': {name: len(split) for name, split in self.items()},
+            'sha256': digest.hexdigest()}
 
 
 @dataclasses.dataclass(frozen=True)

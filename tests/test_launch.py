@@ -147,6 +147,21 @@ def test_a_moved_workdir_resumes_from_its_own_files(tmp_path, synthetic_search):
                              for c in checkpoints)
 
 
+def test_resume_on_other_data_refuses_and_keeps_the_store(tmp_path, synthetic_search):
+  workdir = tmp_path / 'run'
+  shutil.copytree(synthetic_search, workdir)
+  with sqlite3.connect(workdir / 'trials.sqlite') as db:
+    stored = json.loads(db.execute("SELECT value FROM meta WHERE key = 'data'").fetchone()[0])
+    # The same counts, other pixels: as if --data_dir pointed at another copy of the set.
+    db.execute("UPDATE meta SET value = ? WHERE key = 'data'",
+               (json.dumps(dict(stored, sha256='0' * 64)),))
+  before = kill_resume.outcome(str(workdir))
+  result = _launch(f'--workdir={workdir}', '--resume')
+  _assert_one_line_error(result, 'holds a search of other data than synthetic',
+                         'point --data_dir at the data it was stored with')
+  assert kill_resume.outcome(str(workdir)) == before
+
+
 def test_new_search_in_a_used_workdir_refuses(synthetic_search):
   result = _launch('--experiment=pso_synthetic', '--preset=smoke',
                    f'--workdir={synthetic_search}')
