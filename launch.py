@@ -171,6 +171,12 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   return report.write_report([workdir]) if distributed.is_main() else {}
 
 
+def _check_not_a_file(workdir: str) -> None:
+  from nas import errors  # pylint: disable=g-import-not-at-top
+  if os.path.isfile(workdir):
+    raise errors.UserError(f'--workdir={workdir} is a file; pass a folder (new or a search\'s)')
+
+
 def _run_study() -> str:
   """The study's searches, one after the other, and its comparison; returns its workdir."""
   from nas import compare  # pylint: disable=g-import-not-at-top
@@ -178,6 +184,7 @@ def _run_study() -> str:
                              _Overrides.values, FLAGS.first_seed)
   FLAGS.workdir = workdir = FLAGS.workdir or os.path.join(
       'runs', f'{study.name}-{time.strftime("%Y%m%d-%H%M%S")}')
+  _check_not_a_file(workdir)
   paths = compare.run_study(study, workdir,
                             functools.partial(run_experiment, data_dir=FLAGS.data_dir))
   print(f'study leaderboard: {paths["leaderboard.md"]}')
@@ -211,6 +218,7 @@ def run() -> str:
     config = _resolve_config(None)
     FLAGS.workdir = workdir = FLAGS.workdir or os.path.join(
         'runs', f'{config.experiment}-{time.strftime("%Y%m%d-%H%M%S")}')
+    _check_not_a_file(workdir)
     if os.path.exists(os.path.join(workdir, 'trials.sqlite')):
       raise errors.UserError(f'{workdir} already holds a search; add --resume to continue '
                              'it, or choose a new --workdir')

@@ -78,7 +78,7 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
   except TypeError as e:
     raise errors.UserError(
         f'--config.{path}={text}: expected {type(current).__name__}, got '
-        f'{type(value).__name__} ({e})') from e
+        f'{type(value).__name__}') from e
 
 
 # Where and over how many processes the candidates train: the same candidates, scored alike

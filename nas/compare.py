@@ -88,7 +88,9 @@ def make_study(name: str, preset: str, optimizers: Sequence[str] | None = None,
     hint = f'did you mean {" or ".join(near)}? ' if near else ''
     raise errors.UserError(f'unknown study {name!r}; {hint}choose one of '
                            f'{", ".join(STUDIES)}')
-  optimizers = tuple(optimizers or OPTIMIZERS)
+  optimizers = tuple(OPTIMIZERS if optimizers is None else optimizers)
+  if not optimizers:
+    raise errors.UserError('--optimizers names none; list some, e.g. --optimizers=pso,de,random')
   unknown = [o for o in optimizers if o not in optimizers_lib.OPTIMIZERS]
   if unknown:
     raise errors.UserError(f'unknown optimizer {", ".join(map(repr, unknown))} in --optimizers; '

@@ -164,6 +164,7 @@ def test_study_without_the_baseline_says_so():
     (dict(name='compare_optimizers_brain_mr'), 'did you mean compare_optimizers_brain_mri'),
     (dict(optimizers=['pso', 'psoo']), "unknown optimizer 'psoo' in --optimizers"),
     (dict(optimizers=['pso', 'pso']), 'names an optimizer twice'),
+    (dict(optimizers=[]), '--optimizers names none'),
     (dict(seeds=0), 'at least one seed'),
     (dict(first_seed=-1), 'seeds start at 0'),
     (dict(overrides=['seed=3']), 'use --optimizers and --seeds'),

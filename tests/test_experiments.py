@@ -47,7 +47,7 @@ def test_overrides_add_keys_to_the_open_dicts_only():
     ('search.budgt=3', "did you mean budget"),
     ('serch.budget=3', "did you mean search"),
     ('search.budget=abc', 'cannot read'),
-    ('search.budget=2.5', 'expected int'),
+    ('search.budget=2.5', r'expected int, got float$'),
     ('search.budget', 'has no value'),
 ])
 def test_bad_overrides_say_what_is_wrong(override, message):

@@ -201,6 +201,13 @@ def test_empty_data_directory_is_one_line(tmp_path):
   assert not (tmp_path / 'w').exists()
 
 
+def test_workdir_that_is_a_file_is_one_line(tmp_path):
+  (tmp_path / 'file').write_text('not a directory')
+  result = _launch('--experiment=pso_synthetic', '--preset=smoke',
+                   f'--workdir={tmp_path / "file"}')
+  _assert_one_line_error(result, 'is a file; pass a folder')
+
+
 def test_workdir_that_cannot_be_created_is_one_line(tmp_path):
   (tmp_path / 'file').write_text('not a directory')
   result = _launch('--experiment=pso_synthetic', '--preset=smoke',
