@@ -229,6 +229,8 @@ def run() -> str:
   paths = run_experiment(config, workdir, _Overrides.values, FLAGS.data_dir)
   print(f'leaderboard: {paths.get("leaderboard.md", workdir)}')
   print(f'report:      {paths.get("report.html", workdir)}')
+  if not config.final.top_k:
+    print('final stage skipped (final.top_k=0): no network was retrained or tested')
   if os.path.isdir(os.path.join(workdir, 'best')):
     print(f'best model:  {os.path.join(workdir, "best")}  (models.load(path).predict(images))')
   return workdir

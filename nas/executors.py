@@ -91,12 +91,29 @@ def _start_worker(slots, accelerator: str, compilation_cache: str) -> None:
   """Runs first in every worker process, before it imports JAX: takes a device slot."""
   slot = slots.get()
   if accelerator == 'gpu':
-    os.environ['CUDA_VISIBLE_DEVICES'] = str(slot)
+    os.environ['CUDA_VISIBLE_DEVICES'] = device_for_slot(
+        slot, os.environ.get('CUDA_VISIBLE_DEVICES', ''))
   elif accelerator == 'tpu':
     os.environ['TPU_VISIBLE_CHIPS'] = str(slot)
     os.environ['TPU_PROCESS_BOUNDS'] = '1,1,1'
     os.environ['TPU_CHIPS_PER_PROCESS_BOUNDS'] = '1,1,1'
   _use_compilation_cache(compilation_cache)
+
+
+def device_for_slot(slot: int, visible: str) -> str:
+  """The GPU of worker `slot`: the slot-th of the job's own CUDA_VISIBLE_DEVICES, if set.
+
+  A scheduler that gives a job GPUs 4-7 sets CUDA_VISIBLE_DEVICES=4,5,6,7; worker 0 must
+  take GPU 4, not GPU 0, which belongs to another job.
+  """
+  devices = [d.strip() for d in visible.split(',') if d.strip()]
+  if not devices:
+    return str(slot)
+  if slot >= len(devices):
+    raise errors.UserError(f'executor.workers asks for GPU slot {slot}, but '
+                           f'CUDA_VISIBLE_DEVICES={visible} holds {len(devices)}; lower '
+                           'executor.workers')
+  return devices[slot]
 
 
 def _use_compilation_cache(directory: str) -> None:
@@ -110,6 +127,8 @@ class ProcessExecutor:
 
   def __init__(self, workers: int, accelerator: str, compilation_cache: str):
     self.slots = workers
+    if accelerator == 'gpu':  # refused here, not in a worker, where it would break the pool
+      device_for_slot(workers - 1, os.environ.get('CUDA_VISIBLE_DEVICES', ''))
     context = multiprocessing.get_context('spawn')  # never fork a process that holds JAX
     slots = context.Queue()
     for slot in range(workers):

@@ -137,11 +137,14 @@ def check_config(config: ml_collections.ConfigDict, task: str,
   except ValueError as e:  # a space config that describes no network
     raise errors.UserError(f'config.space: {e}') from e
   optimizers.check_name(config.search.optimizer)
-  for field in ('search.budget', 'search.population', 'final.top_k', 'final.seeds',
-                'final.epochs'):
+  # final.top_k=0 searches only: nothing is retrained or tested.
+  at_least = {'search.budget': 1, 'search.population': 1, 'final.top_k': 0,
+              'final.seeds': 1 if config.final.top_k else 0,
+              'final.epochs': 1 if config.final.top_k else 0}
+  for field, least in at_least.items():
     section, name = field.split('.')
-    if config[section][name] < 1:
-      raise errors.UserError(f'{field} must be at least 1, got {config[section][name]}')
+    if config[section][name] < least:
+      raise errors.UserError(f'{field} must be at least {least}, got {config[section][name]}')
   unknown = set(config.search.objectives) - set(_COSTS)
   if unknown:
     raise errors.UserError(f'unknown search.objectives {sorted(unknown)}; '

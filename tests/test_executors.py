@@ -2,6 +2,8 @@
 import pytest
 
 from benchmarks import kill_resume
+from nas import errors
+from nas import executors
 
 
 def _trials(workdir):
@@ -22,3 +24,16 @@ def test_executor_gives_the_same_trials_as_local(tmp_path, small_search, kind):
   assert [t[4] for t in trials] == pytest.approx([t[4] for t in local], abs=1e-6)
   if kind == 'slurm':
     assert (tmp_path / 'run' / 'slurm').is_dir()  # submitit's job folders
+
+
+@pytest.mark.parametrize('slot, visible, device', [
+    (0, '', '0'), (3, '', '3'), (0, '4,5,6,7', '4'), (2, '4, 5,6', '6'),
+    (1, 'GPU-ab,GPU-cd', 'GPU-cd'),
+])
+def test_a_gpu_worker_takes_its_slot_of_the_jobs_own_devices(slot, visible, device):
+  assert executors.device_for_slot(slot, visible) == device
+
+
+def test_more_gpu_workers_than_the_job_has_is_one_clear_error():
+  with pytest.raises(errors.UserError, match='CUDA_VISIBLE_DEVICES=4,5 holds 2'):
+    executors.device_for_slot(2, '4,5')

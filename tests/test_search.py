@@ -208,7 +208,7 @@ def test_multi_objective_search_tells_error_and_size(tmp_path, calls):
     ('search.population=0', 'search.population must be at least 1, got 0'),
     ('search.budget=-3', 'search.budget must be at least 1'),
     ('final.seeds=0', 'final.seeds must be at least 1'),
-    ('final.top_k=0', 'final.top_k must be at least 1'),
+    ('final.top_k=-1', 'final.top_k must be at least 0'),
     ("space.attention=('none', 'cbamm')", "space.attention has unknown 'cbamm'"),
     ("space.activations=('gelux',)", "space.activations has unknown 'gelux'"),
     ('space.widths=()', "gene 's0.width' has no allowed values"),
