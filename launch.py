@@ -52,6 +52,9 @@ class _Overrides:
 def _parse_flags(argv: list[str]) -> list[str]:
   _Overrides.values = [a[len(_OVERRIDE_PREFIX):] for a in argv[1:]
                        if a.startswith(_OVERRIDE_PREFIX)]
+  for arg, after in zip(argv[1:], argv[2:]):
+    if arg.startswith(_OVERRIDE_PREFIX) and '=' not in arg and not after.startswith('-'):
+      _fail(f'write {arg}={after}: a --config override takes its value after "="')
   try:
     return FLAGS([a for a in argv if not a.startswith(_OVERRIDE_PREFIX)])
   except flags.Error as e:

@@ -33,7 +33,8 @@ _IMAGE_SIZE = flags.DEFINE_integer('image_size', 64, 'Size at which exact duplic
                                    'are compared.')
 _CHANNELS = flags.DEFINE_integer('channels', 1, '1 or 3.')
 _THRESHOLD = flags.DEFINE_integer('threshold', dedup.DEFAULT_THRESHOLD,
-                                  'Near duplicates: max Hamming distance of 64-bit phashes.')
+                                  'Near duplicates: max Hamming distance of 64-bit phashes.',
+                                  lower_bound=0, upper_bound=64)
 _VAL_FRACTION = flags.DEFINE_float('val_fraction', 0.1, 'As in datasets.load.')
 _SEED = flags.DEFINE_integer('seed', 0, 'As in datasets.load.')
 _EXAMPLES = flags.DEFINE_integer('examples', 10, 'Pairs listed per split pair.')

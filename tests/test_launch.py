@@ -175,6 +175,8 @@ def test_new_search_in_a_used_workdir_refuses(synthetic_search):
     (['--experiment=pso_synthetic', '--preset=huge'], ['unknown preset']),
     (['--experiment=pso_brain_mri', '--data_dir=/nonexistent/mednas'], ['/nonexistent']),
     (['--experimnt=pso_synthetic'], ['experimnt']),
+    (['--experiment=pso_synthetic', '--config.search.budget', '2'],
+     ['write --config.search.budget=2']),
     # Refused after the data loads but before the store holds the config.
     (['--experiment=pso_synthetic', '--config.search.optimizer=psoo'], ['unknown optimizer']),
     (['--experiment=pso_synthetic', "--config.space.cells=('conv', 'sepp')"],
