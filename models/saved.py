@@ -111,7 +111,12 @@ def load(directory: str) -> SavedModel:
   """The model saved in `directory` by `save`."""
   directory = os.path.abspath(directory)
   with open(os.path.join(directory, _GENOTYPE)) as f:
-    genotype = genotype_lib.from_json(f.read())
+    text = f.read()
+  try:
+    genotype = genotype_lib.from_json(text)
+  except (KeyError, TypeError, ValueError) as e:
+    raise ValueError(f'{os.path.join(directory, _GENOTYPE)} holds no genotype this version '
+                     f'reads ({type(e).__name__}: {e})') from e
   with open(os.path.join(directory, _PREPROCESSING)) as f:
     info = json.load(f)
   class_names = tuple(info.pop('class_names'))

@@ -43,3 +43,11 @@ def test_corrupt_weights_are_named_in_one_short_line(tmp_path, save_tiny_model):
   with pytest.raises(ValueError, match='corrupt or incomplete') as e:
     models.load(path)
   assert len(str(e.value)) < 400 and '\n' not in str(e.value)
+
+
+def test_a_genotype_file_it_cannot_read_is_named(tmp_path, save_tiny_model):
+  path = save_tiny_model(str(tmp_path / 'best'), ('a', 'b'))
+  with open(os.path.join(path, 'genotype.json'), 'w') as f:
+    f.write('{"x": 1}')
+  with pytest.raises(ValueError, match=r'genotype\.json holds no genotype this version reads'):
+    models.load(path)
