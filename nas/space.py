@@ -90,7 +90,9 @@ def stage_widths(space: ml_collections.ConfigDict, stage: int) -> Sequence[int]:
 
 def _check_names(gene: str, values: Sequence[Any]) -> None:
   known = _NAMED_GENES.get(gene)
-  unknown = [v for v in values if known is not None and v not in known]
+  if known is None:  # a number: widths, kernels, rates
+    return
+  unknown = [v for v in values if v not in known]
   if unknown:
     raise ValueError(f'space.{_FIELDS[gene]} has unknown {", ".join(map(repr, unknown))}; '
                      f'choose from {", ".join(known)}')

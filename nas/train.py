@@ -187,8 +187,8 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-# train.optimizer -> the update direction (of the momentum) before the learning rate and
-# decoupled weight decay are applied.
+# train.optimizer -> the update direction, given train.momentum, before the learning rate
+# and decoupled weight decay are applied.
 DIRECTIONS: dict[str, Callable[[float], optax.GradientTransformation]] = {
     'adamw': lambda momentum: optax.scale_by_adam(),
     'sgd': lambda momentum: optax.trace(decay=momentum, nesterov=True),
