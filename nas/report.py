@@ -1126,10 +1126,8 @@ def study_curves(runs: Sequence[Run]) -> pd.DataFrame:
                                      'best_val_std', 'runs'])
 
 
-def _fmt_reach(row: pd.Series, has_baseline: bool) -> str:
-  if not has_baseline:
-    return _NA
-  if not row.baseline_runs:
+def _fmt_reach(row: pd.Series) -> str:
+  if not row.baseline_runs:  # also where the study has no baseline runs at all
     return _NA
   text = _fmt_mean_std(row.evaluations_to_baseline_mean, row.evaluations_to_baseline_std, 1)
   if row.reached_baseline < row.baseline_runs:
@@ -1137,8 +1135,7 @@ def _fmt_reach(row: pd.Series, has_baseline: bool) -> str:
   return f'{text} (reached in {row.reached_baseline}/{row.baseline_runs} runs)'
 
 
-def _study_display(summary: pd.DataFrame, metric: str, baseline: str,
-                   has_baseline: bool) -> pd.DataFrame:
+def _study_display(summary: pd.DataFrame, metric: str, baseline: str) -> pd.DataFrame:
   """The per-optimizer summary as a person reads it."""
   return pd.DataFrame({
       'optimizer': summary.optimizer,
@@ -1146,8 +1143,7 @@ def _study_display(summary: pd.DataFrame, metric: str, baseline: str,
       'candidates': summary.candidates.astype(str),
       f'best val {_SHORT_NAMES.get(metric, metric)}': [
           _fmt_mean_std(m, s) for m, s in zip(summary.best_val_mean, summary.best_val_std)],
-      f'evaluations to {baseline}\'s best': [_fmt_reach(row, has_baseline)
-                                             for _, row in summary.iterrows()],
+      f'evaluations to {baseline}\'s best': [_fmt_reach(row) for _, row in summary.iterrows()],
       **{f'winner test {_SHORT_NAMES[name]}': [
           _fmt_mean_std(m, s) for m, s in zip(summary[f'test_{name}_mean'],
                                               summary[f'test_{name}_std'])]
@@ -1236,7 +1232,7 @@ def write_study(workdirs: Sequence[str], out_dir: str, title: str = '',
                           '; "seeds ensembled": its final seeds\' probabilities averaged, '
                           'one test per run' if summary.ensembled_runs.any() else '')),
   ]
-  table = _study_display(summary, metric, baseline, has_baseline)
+  table = _study_display(summary, metric, baseline)
   figure_uri = _png(_plot_anytime(curves, metric, baseline, baseline_best))
 
   markdown = [f'# MedNAS optimizer study: {title}', '']

@@ -118,7 +118,7 @@ def test_a_miss_counts_in_the_mean_and_is_shown_as_a_lower_bound():
   pso = summary.set_index('optimizer').loc['pso']
   assert pso.evaluations_to_baseline_mean == pytest.approx((3 + 5) / 2)  # the miss as 4 + 1
   assert pso.reached_baseline == 1
-  shown = report._study_display(summary, 'accuracy', 'random', True)
+  shown = report._study_display(summary, 'accuracy', 'random')
   assert list(shown["evaluations to random's best"]) == [
       '2.5 ± 0.7 (reached in 2/2 runs)', '≥ 4.0 ± 1.4 (reached in 1/2 runs)']
 
@@ -145,12 +145,11 @@ def test_study_summary_averages_the_ensembled_winners_of_the_runs_that_have_one(
   assert summary.ensembled_runs[0] == 1
   assert summary.ensembled_accuracy_mean[0] == pytest.approx(0.9)
   assert summary.test_accuracy_mean[0] == pytest.approx(0.8)  # single networks, as before
-  shown = report._study_display(summary, 'accuracy', 'random', False)
+  shown = report._study_display(summary, 'accuracy', 'random')
   assert shown['winner seeds ensembled acc'][0] == '0.9000 (1/2 runs)'
   plain = report.study_summary([pso0, pso1], [report.leaderboard(r) for r in (pso0, pso1)])
   assert plain.ensembled_runs.eq(0).all()
-  assert 'winner seeds ensembled acc' not in report._study_display(plain, 'accuracy', 'random',
-                                                                   False)
+  assert 'winner seeds ensembled acc' not in report._study_display(plain, 'accuracy', 'random')
 
 
 def test_study_without_the_baseline_says_so():
