@@ -5,7 +5,7 @@ r"""Scores a saved network, or an ensemble of them, on a split of the dataset it
 
 `--dedup` keeps only the images without a near duplicate in the training split (see
 `python -m datasets.audit`), which is the honest test set of a leaky dataset. Prints the
-metrics as JSON. Searches score their test split in their final stage; this is for a model
+metrics as JSON on stdout, for scripts, and one line per network on stderr, to read. Searches score their test split in their final stage; this is for a model
 saved earlier or elsewhere.
 
 Several `--model` flags, or a quoted glob, score each network and their ensemble: the mean
@@ -61,13 +61,24 @@ def main(argv: list[str]) -> None:
   task = train_lib.TASKS[type(first.genotype)]()
   each, mean = ensemble.probabilities(members, split.images, 256)
   header = {'split': _SPLIT.value, 'dedup': _DEDUP.value}
+  scores = [task.score(split, p) for p in each]
   if len(members) == 1:
-    result = {'model': paths[0], **header, **task.score(split, mean)}
+    result = {'model': paths[0], **header, **scores[0]}
+    lines = [(paths[0], scores[0])]
   else:
     result = {'models': paths, **header,
-              'members': [{'model': path, **task.score(split, p)} for path, p in zip(paths, each)],
+              'members': [{'model': path, **s} for path, s in zip(paths, scores)],
               'ensemble': task.score(split, mean)}
+    lines = [*zip(paths, scores), ('ensemble', result['ensemble'])]
   print(json.dumps(result, indent=2))
+  for name, metrics in lines:
+    print(f'{name}: {_headline(metrics)}', file=sys.stderr)
+
+
+def _headline(metrics: dict) -> str:
+  """The scalar metrics, e.g. 'accuracy 0.9263, auc 0.9760, ... on 624 images'."""
+  values = ', '.join(f'{k} {v:.4f}' for k, v in metrics.items() if isinstance(v, float))
+  return f'{values} on {metrics["num_examples"]} images'
 
 
 def _fail(message: str) -> None:

@@ -74,6 +74,8 @@ def test_saved_winner_scores_as_the_final_stage_did(synthetic_search):
   scored, stored = json.loads(result.stdout), json.loads(stored)
   assert scored['num_examples'] == stored['num_examples']
   assert abs(scored['accuracy'] - stored['accuracy']) <= 1 / stored['num_examples']
+  assert (f'{synthetic_search / "best"}: accuracy {scored["accuracy"]:.4f}, ' in result.stderr
+          and f' on {stored["num_examples"]} images' in result.stderr)
 
 
 def test_ensemble_of_a_network_with_itself_scores_as_the_network(synthetic_search):
@@ -90,6 +92,7 @@ def test_ensemble_of_a_network_with_itself_scores_as_the_network(synthetic_searc
   assert scored['members'][0]['accuracy'] == scored['members'][1]['accuracy']
   assert scored['ensemble']['accuracy'] == scored['members'][0]['accuracy']
   assert scored['ensemble']['num_examples'] == scored['members'][0]['num_examples'] > 0
+  assert f"ensemble: accuracy {scored['ensemble']['accuracy']:.4f}, " in result.stderr
 
 
 def test_resume_with_a_different_config_refuses_and_keeps_the_store(synthetic_search):
