@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import json
 import os
+import sys
 from typing import Any
 
 import jax
@@ -131,6 +132,21 @@ def load(directory: str) -> SavedModel:
   try:
     variables = ocp.StandardCheckpointer().restore(checkpoint, target)
   except (ValueError, RuntimeError) as e:  # tensorstore's errors quote its whole spec
+    sys.unraisablehook = _without_closed_loop_noise(sys.unraisablehook)
     raise ValueError(f'its weights in {checkpoint} are corrupt or incomplete '
                      f'({type(e).__name__}: {str(e)[:120]}...)') from e
   return SavedModel(genotype, variables, class_names, image_size, channels, info)
+
+
+def _without_closed_loop_noise(hook):
+  """`hook`, silent on 'Event loop is closed'.
+
+  After one array fails to restore, orbax closes its event loop while tensorstore is still
+  reading the others; each of their callbacks then raises this error in a tensorstore thread,
+  which Python prints as a traceback after the one-line error the user should read.
+  """
+  def quiet(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == 'Event loop is closed'):
+      hook(unraisable)
+  return quiet
