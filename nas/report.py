@@ -1,10 +1,14 @@
 """Leaderboards and a self-contained HTML report of a search, or a comparison of several.
 
   python -m nas.report WORKDIR [WORKDIR ...] [--out=DIR]
+  python -m nas.report --merge_study=DIR STUDY/*-seed* [OTHER_STUDY/*-seed* ...]
 
 Writes `leaderboard.md`, `leaderboard.csv` and `report.html` into each workdir and, for several
-workdirs, the same three files comparing them into --out. The trial store is only read, so a
-report can be written while its search is still running.
+workdirs, the same three files comparing them into --out. With --merge_study, the workdirs are
+optimizer runs (a study's `<optimizer>-seed<N>` folders, from one study or several, e.g. seeds
+run in workdirs of their own) and DIR gets their optimizer study leaderboard, as
+`launch.py --study` writes it. The trial store is only read, so a report can be written while
+its search is still running.
 """
 from __future__ import annotations
 
@@ -39,6 +43,9 @@ from nas import store
 _OUT = flags.DEFINE_string(
     'out', None, 'Where the comparison of several workdirs goes; '
     'default: <parent of the first workdir>/comparison.')
+_MERGE_STUDY = flags.DEFINE_string(
+    'merge_study', None, 'Merge the workdirs, runs of optimizers x seeds, into one optimizer '
+    'study leaderboard in this folder (each optimizer and seed once).')
 
 HTML_TOP = 20  # leaderboard rows shown in report.html; the .md and .csv have all
 _NA = '—'
@@ -944,6 +951,13 @@ def _comparison_html(runs: Sequence[Run], boards: Sequence[pd.DataFrame], out_di
 # Writing.
 
 
+def _make_dir(path: str) -> None:
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise errors.UserError(f'cannot create {path}: {e.strerror}') from e
+
+
 def _write(path: str, text: str) -> str:
   """Writes via a temporary file, so that a reader never sees half a report."""
   temporary = f'{path}.{os.getpid()}.tmp'
@@ -993,10 +1007,7 @@ def write_report(workdirs: Sequence[str], out_dir: str | None = None) -> dict[st
     written.update({f'{run.label}/{name}': path
                     for name, path in _write_run(run, board).items()})
   out_dir = out_dir or os.path.join(os.path.dirname(os.path.abspath(workdirs[0])), 'comparison')
-  try:
-    os.makedirs(out_dir, exist_ok=True)
-  except OSError as e:
-    raise errors.UserError(f'cannot create {out_dir}: {e.strerror}') from e
+  _make_dir(out_dir)
   files = _write_all(out_dir, _comparison_markdown(runs, boards), _merged_csv(runs, boards),
                      _comparison_html(runs, boards, out_dir))
   written.update({f'comparison/{name}': path for name, path in files.items()})
@@ -1196,8 +1207,14 @@ def write_study(workdirs: Sequence[str], out_dir: str, title: str = '',
   published numbers), leaderboard.csv (study_summary), anytime.csv (study_curves) and
   anytime.png. Returns their paths by file name. Each run keeps its own report.
   """
-  os.makedirs(out_dir, exist_ok=True)
   runs = _unique_labels([load_run(workdir) for workdir in workdirs])
+  pairs = collections.Counter((run.optimizer, run.setting('seed', None)) for run in runs)
+  twice = [f'{optimizer} seed {seed}' for (optimizer, seed), n in pairs.items() if n > 1]
+  if twice:  # seeds pair runs with the baseline: two of one seed would make one pairing silent
+    raise errors.UserError(f'{", ".join(twice)} given more than once; pass each optimizer\'s '
+                           'run of a seed once')
+  title = title or f'{len(runs)} runs of {", ".join(dict.fromkeys(r.experiment for r in runs))}'
+  _make_dir(out_dir)
   boards = [leaderboard(run) for run in runs]
   summary = study_summary(runs, boards, baseline)
   curves = study_curves(runs)
@@ -1215,7 +1232,7 @@ def write_study(workdirs: Sequence[str], out_dir: str, title: str = '',
                  f'budget, {int(budgets[0]) / 2:g}'
                  if len(budgets) == 1 and budgets[0].isdigit() else '')
   fields = [
-      ('Study', title or f'{len(runs)} runs'),
+      ('Study', title),
       ('Dataset', ', '.join(dict.fromkeys(run.dataset for run in runs))),
       ('Image size', ', '.join(dict.fromkeys(run.image_size for run in runs))),
       ('Search metric', f'validation {metric}'),
@@ -1271,7 +1288,8 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) < 2:
     raise app.UsageError('pass one or more search workdirs')
   try:
-    written = write_report(argv[1:], _OUT.value)
+    written = (write_study(argv[1:], _MERGE_STUDY.value) if _MERGE_STUDY.value
+               else write_report(argv[1:], _OUT.value))
   except errors.UserError as e:
     print(f'error: {e}'.replace('\n', ' '), file=sys.stderr)
     sys.exit(2)

@@ -271,6 +271,26 @@ def test_study_merges_its_runs_into_one_leaderboard(study):
   assert len(anytime) == 2 * 4
 
 
+def test_report_cli_merges_study_runs_as_the_study_does(study, tmp_path):
+  workdir, env = study
+  runs = sorted(str(p) for p in workdir.glob('*-seed*'))
+  merged = subprocess.run([sys.executable, '-m', 'nas.report',
+                           f'--merge_study={tmp_path / "merged"}', *runs], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert merged.returncode == 0, merged.stderr[-3000:]
+  pd.testing.assert_frame_equal(pd.read_csv(tmp_path / 'merged' / 'leaderboard.csv'),
+                                pd.read_csv(workdir / 'leaderboard.csv'))
+  assert '# MedNAS optimizer study: 4 runs of pso_synthetic' in (
+      tmp_path / 'merged' / 'leaderboard.md').read_text()
+
+  twice = subprocess.run([sys.executable, '-m', 'nas.report',
+                          f'--merge_study={tmp_path / "twice"}', *runs, runs[0]], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+  assert twice.returncode == 2 and 'Traceback' not in twice.stderr
+  assert 'pso seed 0 given more than once' in twice.stderr
+  assert not (tmp_path / 'twice').exists()
+
+
 def test_study_run_again_skips_finished_runs(study):
   workdir, env = study
   stores = {p: p.read_bytes() for p in workdir.glob('*/trials.sqlite')}
