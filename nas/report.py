@@ -1058,13 +1058,11 @@ def study_summary(runs: Sequence[Run], boards: Sequence[pd.DataFrame],
   ensembled_runs that have one.
   """
   curves = [anytime(run) for run in runs]
-  targets = {run.setting('seed', None): _final_value(curve)
-             for run, curve in zip(runs, curves) if run.optimizer == baseline}
+  reached = evaluations_to_baseline(runs, baseline)
   rows = []
   for optimizer in dict.fromkeys(run.optimizer for run in runs):
     mine = [i for i, run in enumerate(runs) if run.optimizer == optimizer]
-    evaluations = [_evaluations_to_baseline(curves[i], targets.get(runs[i].setting('seed', None)))
-                   for i in mine]
+    evaluations = [reached[i] for i in mine]
     winners = [_winner(boards[i]) for i in mine]
     ensembles = [_ensemble(runs[i], winner) for i, winner in zip(mine, winners)]
     row = {'optimizer': optimizer, 'runs': len(mine),
@@ -1085,6 +1083,16 @@ def study_summary(runs: Sequence[Run], boards: Sequence[pd.DataFrame],
         sum(t.train_seconds for t in runs[i].trials if t.status in _TRAINED) for i in mine]))
     rows.append(row)
   return pd.DataFrame(rows)
+
+
+def evaluations_to_baseline(runs: Sequence[Run], baseline: str = BASELINE) -> list[float]:
+  """Per run, the candidates it asked until its best so far reached what `baseline` found
+  with the same seed in its whole budget (see `_evaluations_to_baseline`)."""
+  curves = [anytime(run) for run in runs]
+  targets = {run.setting('seed', None): _final_value(curve)
+             for run, curve in zip(runs, curves) if run.optimizer == baseline}
+  return [_evaluations_to_baseline(curve, targets.get(run.setting('seed', None)))
+          for run, curve in zip(runs, curves)]
 
 
 def _evaluations_to_baseline(curve: np.ndarray, target: float | None) -> float:
@@ -1164,6 +1172,13 @@ def _study_display(summary: pd.DataFrame, metric: str, baseline: str) -> pd.Data
          if summary.ensembled_runs.any() else {}),
       'training per run': summary.train_seconds_mean.map(_fmt_duration),
   })
+
+
+def _fmt_reached(evaluations: float, candidates: int) -> str:
+  """A run's evaluations to the baseline's best: where it got there, or that it never did."""
+  if not np.isfinite(evaluations):
+    return _NA
+  return f'candidate {evaluations:g}' if evaluations <= candidates else 'never'
 
 
 def _fmt_ensembled(row: pd.Series) -> str:
@@ -1250,12 +1265,16 @@ def write_study(workdirs: Sequence[str], out_dir: str, title: str = '',
                           'one test per run' if summary.ensembled_runs.any() else '')),
   ]
   table = _study_display(summary, metric, baseline)
+  runs_table = _runs_table(runs, boards)
+  runs_table.insert(runs_table.columns.get_loc('best val') + 1, f'reaches {baseline}\'s best at',
+                    [_fmt_reached(e, len(anytime(run))) for e, run in
+                     zip(evaluations_to_baseline(runs, baseline), runs)])
   figure_uri = _png(_plot_anytime(curves, metric, baseline, baseline_best))
 
   markdown = [f'# MedNAS optimizer study: {title}', '']
   markdown += [f'- **{name}:** {_md_cell(value)}' for name, value in fields]
   markdown += ['', *_md_table(table), '', 'Anytime curves: anytime.png, anytime.csv.', '',
-               '## Runs', '', *_md_table(_runs_table(runs, boards))]
+               '## Runs', '', *_md_table(runs_table)]
   hrefs = [urllib.parse.quote(os.path.relpath(os.path.join(run.workdir, 'report.html'),
                                               out_dir)) for run in runs]
   links = ''.join(f'<li><a href="{_e(href)}">{_e(run.label)}</a></li>'
@@ -1263,7 +1282,7 @@ def write_study(workdirs: Sequence[str], out_dir: str, title: str = '',
   body = [_html_fields(fields), '<h2>Optimizers</h2>', _html_table(table),
           '<h2>Anytime curves</h2>',
           f'<img alt="best validation metric so far per optimizer" src="{figure_uri}">',
-          '<h2>Runs</h2>', _html_table(_runs_table(runs, boards)),
+          '<h2>Runs</h2>', _html_table(runs_table),
           f'<p>Each run\'s own report:</p><ul>{links}</ul>',
           *_html_published(runs, boards)]
   png = os.path.join(out_dir, 'anytime.png')

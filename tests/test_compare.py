@@ -247,12 +247,17 @@ def test_study_merges_its_runs_into_one_leaderboard(study):
   assert (summary.runs == 2).all() and (summary.candidates == 4).all()
 
   curves = {(o, s): _curve(workdir / f'{o}-seed{s}') for o in ('pso', 'random') for s in (0, 1)}
+  markdown = (workdir / 'leaderboard.md').read_text()
+  rows = {line.split(' | ')[0]: line for line in markdown.splitlines() if ' seed ' in line}
   for optimizer in ('pso', 'random'):
     needed = []
     for seed in (0, 1):
       target = curves['random', seed][-1]
       reached = [k + 1 for k, v in enumerate(curves[optimizer, seed]) if v >= target]
       needed.append(reached[0] if reached else len(curves[optimizer, seed]) + 1)
+      # The runs table says where each run got there.
+      cell = f'| candidate {reached[0]} |' if reached else '| never |'
+      assert cell in rows[f'| pso_synthetic {optimizer} seed {seed}'], markdown
     assert summary.loc[optimizer, 'reached_baseline'] == sum(n <= 4 for n in needed)
     assert summary.loc[optimizer, 'evaluations_to_baseline_mean'] == pytest.approx(
         np.mean(needed))
@@ -262,7 +267,6 @@ def test_study_merges_its_runs_into_one_leaderboard(study):
     assert np.isfinite(summary.loc[optimizer, 'test_accuracy_mean'])
   assert summary.loc['random', 'reached_baseline'] == 2  # random always reaches its own best
 
-  markdown = (workdir / 'leaderboard.md').read_text()
   assert "evaluations to random's best" in markdown
   assert 'pso_synthetic pso seed 1' in markdown  # the per-run table
   html = (workdir / 'report.html').read_text()
