@@ -8,11 +8,14 @@ probabilities per pixel (N, H, W, 1).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 from typing import Any
 
 import jax
@@ -95,8 +98,9 @@ def save(directory: str, genotype: AnyGenotype, variables: Any, class_names: tup
   directory = os.path.abspath(directory)
   checkpointer = ocp.StandardCheckpointer()
   variables = {k: v for k, v in variables.items() if k in _SAVED_COLLECTIONS}
-  checkpointer.save(os.path.join(directory, _CHECKPOINT), jax.device_get(variables))
-  checkpointer.wait_until_finished()
+  with uninterrupted():
+    checkpointer.save(os.path.join(directory, _CHECKPOINT), jax.device_get(variables))
+    checkpointer.wait_until_finished()
   if jax.process_index() == 0:
     with open(os.path.join(directory, _GENOTYPE), 'w') as f:
       f.write(genotype.to_json())
@@ -106,6 +110,28 @@ def save(directory: str, genotype: AnyGenotype, variables: Any, class_names: tup
   if jax.process_count() > 1:  # the files exist for every process once it returns
     multihost_utils.sync_global_devices(f'models.save {directory}')
   return directory
+
+
+@contextlib.contextmanager
+def uninterrupted():
+  """Holds a Ctrl-C back until the block ends, then raises it; for orbax writes.
+
+  Interrupted mid-write, orbax leaves its writer threads running into interpreter shutdown,
+  and each prints tracebacks after the command's one-line message. A checkpoint here takes
+  about a second, so Ctrl-C waits for it.
+  """
+  handler = signal.getsignal(signal.SIGINT)
+  if threading.current_thread() is not threading.main_thread() or handler is None:
+    yield  # only the main thread receives signals; None: a handler Python did not set
+    return
+  received = []
+  signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, handler)
+  if received:
+    raise KeyboardInterrupt
 
 
 def load(directory: str) -> SavedModel:

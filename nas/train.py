@@ -38,6 +38,7 @@ from datasets import augment as augment_lib
 from datasets import pipeline
 import models
 from models import compiler
+from models import saved
 from models.genotype import AnyGenotype, Genotype, SegGenotype, TrainGenes
 from nas import distributed
 from nas import host_memory
@@ -465,7 +466,8 @@ class _EpochCheckpoints:
              'progress': ocp.args.JsonSave(progress)}
     if self._keep_best:
       items['best_state'] = ocp.args.StandardSave(_arrays(best_state))
-    self._manager.save(epoch, args=ocp.args.Composite(**items))
+    with saved.uninterrupted():
+      self._manager.save(epoch, args=ocp.args.Composite(**items))
 
   def close(self) -> None:
     self._manager.close()

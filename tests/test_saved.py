@@ -1,7 +1,9 @@
 """Saved models: the round trip through orbax gives identical logits."""
 import os
+import signal
 import subprocess
 import sys
+import threading
 
 import jax
 import numpy as np
@@ -73,3 +75,18 @@ def test_a_genotype_file_it_cannot_read_is_named(tmp_path, save_tiny_model):
     f.write('{"x": 1}')
   with pytest.raises(ValueError, match=r'genotype\.json holds no genotype this version reads'):
     models.load(path)
+
+
+def test_ctrl_c_waits_for_the_end_of_a_checkpoint_write():
+  if threading.current_thread() is not threading.main_thread():
+    pytest.skip('signals reach only the main thread, and this test runs in another')
+  handler = signal.getsignal(signal.SIGINT)
+  finished = []
+  with pytest.raises(KeyboardInterrupt):
+    with saved.uninterrupted():
+      os.kill(os.getpid(), signal.SIGINT)
+      for _ in range(1000):  # bytecodes, at whose boundaries Python runs signal handlers
+        pass
+      finished.append(True)
+  assert finished  # the block ran to its end before the interrupt was raised
+  assert signal.getsignal(signal.SIGINT) is handler
