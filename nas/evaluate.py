@@ -5,8 +5,9 @@ r"""Scores a saved network, or an ensemble of them, on a split of the dataset it
 
 `--dedup` keeps only the images without a near duplicate in the training split (see
 `python -m datasets.audit`), which is the honest test set of a leaky dataset. Prints the
-metrics as JSON on stdout, for scripts, and one line per network on stderr, to read. Searches score their test split in their final stage; this is for a model
-saved earlier or elsewhere.
+metrics as JSON on stdout, for scripts, and one line per network on stderr, to read.
+Searches score their test split in their final stage; this is for a model saved earlier or
+elsewhere.
 
 Several `--model` flags, or a quoted glob, score each network and their ensemble: the mean
 of their predicted probabilities (soft voting), e.g. the final stage's seeds of one genotype.
