@@ -1058,7 +1058,7 @@ def study_summary(runs: Sequence[Run], boards: Sequence[pd.DataFrame],
   ensembled_runs that have one.
   """
   curves = [anytime(run) for run in runs]
-  reached = evaluations_to_baseline(runs, baseline)
+  reached = _evaluations_per_run(runs, curves, baseline)
   rows = []
   for optimizer in dict.fromkeys(run.optimizer for run in runs):
     mine = [i for i, run in enumerate(runs) if run.optimizer == optimizer]
@@ -1085,10 +1085,10 @@ def study_summary(runs: Sequence[Run], boards: Sequence[pd.DataFrame],
   return pd.DataFrame(rows)
 
 
-def evaluations_to_baseline(runs: Sequence[Run], baseline: str = BASELINE) -> list[float]:
-  """Per run, the candidates it asked until its best so far reached what `baseline` found
-  with the same seed in its whole budget (see `_evaluations_to_baseline`)."""
-  curves = [anytime(run) for run in runs]
+def _evaluations_per_run(runs: Sequence[Run], curves: Sequence[np.ndarray],
+                         baseline: str) -> list[float]:
+  """Per run (its anytime curve beside it), the candidates it asked until its best so far
+  reached what `baseline` found with the same seed in its whole budget."""
   targets = {run.setting('seed', None): _final_value(curve)
              for run, curve in zip(runs, curves) if run.optimizer == baseline}
   return [_evaluations_to_baseline(curve, targets.get(run.setting('seed', None)))
@@ -1266,9 +1266,10 @@ def write_study(workdirs: Sequence[str], out_dir: str, title: str = '',
   ]
   table = _study_display(summary, metric, baseline)
   runs_table = _runs_table(runs, boards)
+  run_curves = [anytime(run) for run in runs]
   runs_table.insert(runs_table.columns.get_loc('best val') + 1, f'reaches {baseline}\'s best at',
-                    [_fmt_reached(e, len(anytime(run))) for e, run in
-                     zip(evaluations_to_baseline(runs, baseline), runs)])
+                    [_fmt_reached(e, len(curve)) for e, curve in
+                     zip(_evaluations_per_run(runs, run_curves, baseline), run_curves)])
   figure_uri = _png(_plot_anytime(curves, metric, baseline, baseline_best))
 
   markdown = [f'# MedNAS optimizer study: {title}', '']
