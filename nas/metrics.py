@@ -61,6 +61,32 @@ def calibration(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[s
                           'accuracy': _nan_to_none(accuracy), 'count': count.tolist()}}
 
 
+def best_threshold_accuracy(labels: np.ndarray, scores: np.ndarray) -> float:
+  """The highest accuracy of `scores >= t` over every threshold t, for binary labels.
+
+  Chosen on these labels, it bounds what moving a classifier's threshold could give; it is
+  never a result of that classifier.
+  """
+  fpr, tpr, _ = skm.roc_curve(labels, scores, drop_intermediate=False)
+  positives = int(np.sum(labels == 1))
+  return float(np.max(tpr * positives + (1 - fpr) * (len(labels) - positives)) / len(labels))
+
+
+def shifted_class_shares(probs: np.ndarray, trained_shares: np.ndarray,
+                         iterations: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+  """The classes' shares among unlabelled images, and the probabilities adjusted to them.
+
+  EM of Saerens et al. 2002 (Neural Computation 14:21): it assumes only the class mix moved
+  from the one the model was trained on (`trained_shares`), not what each class looks like.
+  """
+  shares = trained_shares
+  for _ in range(iterations):
+    adjusted = probs * (shares / trained_shares)
+    adjusted /= adjusted.sum(axis=1, keepdims=True)
+    shares = adjusted.mean(axis=0)
+  return shares, adjusted
+
+
 def _macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
   """Macro one-vs-rest AUC over the classes present in `labels`; NaN if fewer than two."""
   present = np.unique(labels)

@@ -58,3 +58,26 @@ def test_expected_calibration_error_by_hand():
   assert bins['count'][14] == 2 and bins['count'][8] == 2 and sum(bins['count']) == 4
   assert np.isclose(bins['accuracy'][8], 0.5) and np.isclose(bins['confidence'][14], 0.95)
   assert bins['accuracy'][0] is None  # an empty bin
+
+
+def test_best_threshold_accuracy_against_every_cut():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 2, 300)
+  # Rounded scores, so that ties are thresholds that cannot split.
+  scores = np.round(labels * 0.3 + rng.random(300), 1)
+  every_cut = max(np.mean((scores >= t) == labels) for t in [*np.unique(scores), np.inf])
+  assert np.isclose(metrics.best_threshold_accuracy(labels, scores), every_cut)
+  assert metrics.best_threshold_accuracy(labels, scores) >= np.mean((scores >= 0.5) == labels)
+
+
+def test_shifted_class_shares_finds_the_new_mix():
+  # A calibrated model of two overlapping Gaussians trained at a 50/50 mix, applied to images
+  # of which 80% are positive: EM recovers the 80%, and argmax of the unadjusted probs does not.
+  rng = np.random.default_rng(0)
+  labels = (rng.random(20_000) < 0.8).astype(int)
+  x = rng.normal(labels * 1.0, 1.0)
+  positive = 1 / (1 + np.exp(-(x - 0.5)))  # the 50/50 posterior of N(1, 1) against N(0, 1)
+  probs = np.stack([1 - positive, positive], axis=1)
+  shares, adjusted = metrics.shifted_class_shares(probs, np.array([0.5, 0.5]))
+  assert abs(shares[1] - 0.8) < 0.02
+  assert np.mean(adjusted.argmax(1) == labels) > np.mean(probs.argmax(1) == labels) + 0.03
