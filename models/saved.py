@@ -158,7 +158,8 @@ def load(directory: str) -> SavedModel:
   try:
     variables = ocp.StandardCheckpointer().restore(checkpoint, target)
   except (ValueError, RuntimeError) as e:  # tensorstore's errors quote its whole spec
-    sys.unraisablehook = _without_closed_loop_noise(sys.unraisablehook)
+    if not getattr(sys.unraisablehook, 'drops_closed_loop', False):
+      sys.unraisablehook = _without_closed_loop_noise(sys.unraisablehook)
     raise ValueError(f'its weights in {checkpoint} are corrupt or incomplete '
                      f'({type(e).__name__}: {str(e)[:120]}...)') from e
   return SavedModel(genotype, variables, class_names, image_size, channels, info)
@@ -175,4 +176,5 @@ def _without_closed_loop_noise(hook):
     if not (isinstance(unraisable.exc_value, RuntimeError)
             and str(unraisable.exc_value) == 'Event loop is closed'):
       hook(unraisable)
+  quiet.drops_closed_loop = True
   return quiet

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import threading
+import types
 
 import jax
 import numpy as np
@@ -54,6 +55,26 @@ def test_corrupt_weights_are_named_in_one_short_line(tmp_path, save_tiny_model):
   with pytest.raises(ValueError, match='corrupt or incomplete') as e:
     models.load(path)
   assert len(str(e.value)) < 400 and '\n' not in str(e.value)
+
+
+def test_failed_loads_quiet_the_closed_loop_once(tmp_path, save_tiny_model, monkeypatch):
+  path = save_tiny_model(str(tmp_path / 'best'), ('a', 'b'))
+  _corrupt_weights(path)
+  seen = []
+  def hook(unraisable):
+    seen.append(unraisable)
+  monkeypatch.setattr(sys, 'unraisablehook', hook)
+  for _ in range(3):
+    with pytest.raises(ValueError, match='corrupt or incomplete'):
+      models.load(path)
+  quiet = sys.unraisablehook
+  assert quiet is not hook
+  # One wrapper around the hook it found, however many loads failed: the others pass through.
+  quiet(types.SimpleNamespace(exc_value=RuntimeError('Event loop is closed')))
+  other = types.SimpleNamespace(exc_value=RuntimeError('other'))
+  quiet(other)
+  assert seen == [other]
+  assert quiet.__closure__[0].cell_contents is hook
 
 
 def test_corrupt_weights_end_a_command_without_a_traceback(tmp_path, save_tiny_model):
