@@ -98,6 +98,7 @@ FIELDS_ADDED_LATER = {
     'train.class_balanced': False,
     'search.shared_start': False,
     'search.new_networks': False,
+    'search.training_seeds': 1,
 }
 
 

@@ -91,6 +91,8 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
                                 # asks anew: the budget buys distinct networks (NewNetworks)
       time_budget_s=0.0,        # stop asking after this much wall time; 0 = none
       metric='accuracy',        # fitness = 1 - this validation metric
+      training_seeds=1,         # trainings per candidate (seeds seed, seed+1, ...), fitness
+                                # their mean metric: a noisy fitness at that multiple of the cost
       objectives=(),            # extra objectives to minimise too: 'params', 'flops'
       penalty=1.0,              # loss told for failed and rejected candidates
       max_consecutive_failures=10,

@@ -119,6 +119,14 @@ class Run:
     return str(self.setting('search.optimizer', 'unknown'))
 
   @property
+  def fitness(self) -> str:
+    """What ranked the candidates, e.g. 'validation auc, mean of 2 trainings per candidate'."""
+    repeats = int(self.setting('search.training_seeds', 1))
+    return f'validation {self.metric}' + (
+        f', mean of {repeats} trainings per candidate (seeds seed to seed + {repeats - 1})'
+        if repeats > 1 else '')
+
+  @property
   def metric(self) -> str:
     return str(self.setting('search.metric', 'accuracy'))
 
@@ -354,7 +362,7 @@ def _header(run: Run, board: pd.DataFrame) -> list[tuple[str, str]]:
   names = _TASKS[run.task].test_metrics
   fields = [('Experiment', run.experiment), ('Dataset', run.dataset),
             ('Image size', run.image_size), ('Optimizer', run.optimizer),
-            ('Search metric', f'validation {run.metric}'), ('Trials', _status_counts(run)),
+            ('Search metric', run.fitness), ('Trials', _status_counts(run)),
             ('Wall time', _wall_time(run)), ('Workdir', run.workdir)]
   if winner is None:
     return fields + [('Best validation', 'no trial has trained ok yet')]
@@ -1250,7 +1258,7 @@ def write_study(workdirs: Sequence[str], out_dir: str, title: str = '',
       ('Study', title),
       ('Dataset', ', '.join(dict.fromkeys(run.dataset for run in runs))),
       ('Image size', ', '.join(dict.fromkeys(run.image_size for run in runs))),
-      ('Search metric', f'validation {metric}'),
+      ('Search metric', ' / '.join(dict.fromkeys(run.fitness for run in runs))),
       ('Budget', f'{" / ".join(budgets)} candidates per run'
        + ('' if len(budgets) == 1 else ' (unequal: the runs do not compare fairly)')),
       (f'Evaluations to {baseline}\'s best',

@@ -56,6 +56,7 @@ class EvalContext:
   aug_config: augment_lib.AugmentConfig
   metric: str
   checkpoint_root: str  # training checkpoints of candidates in flight live below it
+  training_seeds: int = 1
 
   def checkpoint_dir(self, genotype: AnyGenotype, fidelity: int) -> str:
     return os.path.join(self.checkpoint_root, f'{genotype.hash}-{fidelity}')
@@ -63,11 +64,39 @@ class EvalContext:
 
 def evaluate_candidate(genotype: AnyGenotype, fidelity: int,
                        ctx: EvalContext) -> records.TrainResult:
-  """Trains one candidate for `fidelity` epochs; what an executor runs."""
+  """Trains one candidate for `fidelity` epochs, once per training seed; what an executor runs."""
   train, val = ctx.data.train_val()
-  return train_lib.train_and_evaluate(
-      genotype, train, val, ctx.num_classes, fidelity, ctx.seed, ctx.train_config,
-      ctx.aug_config, ctx.metric, checkpoint_dir=ctx.checkpoint_dir(genotype, fidelity)).result
+  results = []
+  for offset in range(ctx.training_seeds):
+    checkpoints = ctx.checkpoint_dir(genotype, fidelity)
+    if ctx.training_seeds > 1:
+      checkpoints = os.path.join(checkpoints, f'seed{ctx.seed + offset}')
+    results.append(train_lib.train_and_evaluate(
+        genotype, train, val, ctx.num_classes, fidelity, ctx.seed + offset, ctx.train_config,
+        ctx.aug_config, ctx.metric, checkpoint_dir=checkpoints).result)
+    if results[-1].status != records.OK:
+      return results[-1]
+  return results[0] if len(results) == 1 else mean_result(results)
+
+
+def mean_result(results: list[records.TrainResult]) -> records.TrainResult:
+  """One result of several trainings of a candidate: their scalar metrics averaged.
+
+  Each training's own metrics, per-class ones included, stay under metrics['per_seed'];
+  the history is averaged over the epochs every training ran; times and epochs add up.
+  """
+  first = results[0]
+  scalars = [k for k, v in first.metrics.items() if isinstance(v, float)]
+  metrics = {k: float(np.mean([r.metrics[k] for r in results])) for k in scalars}
+  metrics.update(num_examples=first.metrics.get('num_examples'),
+                 per_seed=[r.metrics for r in results])
+  history = tuple({k: float(np.mean([epoch[k] for epoch in epochs])) for k in epochs[0]}
+                  for epochs in zip(*(r.history for r in results)))
+  return records.TrainResult(
+      status=records.OK, metrics=metrics, history=history,
+      epochs_run=sum(r.epochs_run for r in results),
+      train_seconds=sum(r.train_seconds for r in results),
+      compile_seconds=sum(r.compile_seconds for r in results))
 
 
 def compile_candidate(genotype: AnyGenotype, fidelity: int, ctx: EvalContext) -> None:
@@ -138,7 +167,8 @@ def check_config(config: ml_collections.ConfigDict, task: str,
     raise errors.UserError(f'config.space: {e}') from e
   optimizers.check_name(config.search.optimizer)
   # final.top_k=0 searches only: nothing is retrained or tested.
-  at_least = {'search.budget': 1, 'search.population': 1, 'final.top_k': 0,
+  at_least = {'search.budget': 1, 'search.population': 1, 'search.training_seeds': 1,
+              'final.top_k': 0,
               'final.seeds': 1 if config.final.top_k else 0,
               'final.epochs': 1 if config.final.top_k else 0}
   for field, least in at_least.items():
@@ -186,7 +216,8 @@ class Search:
         data=data, num_classes=num_classes, seed=config.seed,
         train_config=config.train, aug_config=augment_lib.AugmentConfig(**config.augment),
         metric=config.search.metric,
-        checkpoint_root=train_lib.checkpoint_dir(workdir or store.workdir))
+        checkpoint_root=train_lib.checkpoint_dir(workdir or store.workdir),
+        training_seeds=config.search.training_seeds)
     self.rungs = tuple(config.search.fidelity.rungs) or (config.train.epochs,)
     self._failures_in_a_row = 0
 

@@ -131,6 +131,15 @@ def test_wall_time_leaves_out_the_pauses_between_sessions():
   np.testing.assert_allclose(report._elapsed(uninterrupted), np.array(landed) - 1000.0)
 
 
+def test_the_fitness_says_how_many_trainings_it_averages():
+  run = report.Run('w', {}, {'search': {'metric': 'auc', 'training_seeds': 3}}, tuple(CLASSES),
+                   (), ())
+  assert run.fitness == ('validation auc, mean of 3 trainings per candidate '
+                         '(seeds seed to seed + 2)')
+  # A store written before the field: one training per candidate.
+  assert dataclasses.replace(run, config={'search': {'metric': 'auc'}}).fitness == 'validation auc'
+
+
 def _read(path: str) -> str:
   with open(path, encoding='utf-8') as f:
     return f.read()

@@ -207,6 +207,7 @@ def test_multi_objective_search_tells_error_and_size(tmp_path, calls):
     ('search.optimizer=psoo', "unknown optimizer 'psoo'"),
     ('search.population=0', 'search.population must be at least 1, got 0'),
     ('search.budget=-3', 'search.budget must be at least 1'),
+    ('search.training_seeds=0', 'search.training_seeds must be at least 1, got 0'),
     ('final.seeds=0', 'final.seeds must be at least 1'),
     ('final.top_k=-1', 'final.top_k must be at least 0'),
     ("space.attention=('none', 'cbamm')", "space.attention has unknown 'cbamm'"),

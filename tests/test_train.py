@@ -20,6 +20,7 @@ from datasets import augment as augment_lib
 from datasets import pipeline
 from models.genotype import Genotype, Stage, TrainGenes
 from nas import records
+from nas import search as search_lib
 from nas import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -271,3 +272,26 @@ def test_two_hosts_train_as_two_devices_of_one(two_devices):
     for a, b in zip(result['history'], two_devices['history'], strict=True):
       assert a['train_loss'] == pytest.approx(b['train_loss'], rel=1e-3)
       assert a['accuracy'] == pytest.approx(b['accuracy'], abs=0.01)
+
+
+def test_a_candidate_trained_at_several_seeds_scores_their_mean(tmp_path):
+  config = experiments.get_config('pso_synthetic', 'smoke')
+  data = datasets.Spec('synthetic', str(tmp_path), 16, 1,
+                       options=tuple(sorted(config.data.options.to_dict().items())))
+  def context(seed, training_seeds):
+    return search_lib.EvalContext(
+        data=data, num_classes=len(data.load().class_names), seed=seed,
+        train_config=config.train, aug_config=augment_lib.AugmentConfig(**config.augment),
+        metric='accuracy', checkpoint_root=str(tmp_path / 'checkpoints'),
+        training_seeds=training_seeds)
+  genotype = _genotype()
+  alone = [search_lib.evaluate_candidate(genotype, 2, context(seed, 1)) for seed in (3, 4)]
+  both = search_lib.evaluate_candidate(genotype, 2, context(3, 2))
+  assert both.status == records.OK
+  assert alone[0].metrics['accuracy'] != alone[1].metrics['accuracy']  # the seeds differ
+  for name in ('accuracy', 'auc', 'loss'):
+    assert both.metrics[name] == pytest.approx(np.mean([r.metrics[name] for r in alone]))
+  assert both.metrics['per_seed'] == [r.metrics for r in alone]
+  assert both.epochs_run == 4 and len(both.history) == 2
+  assert both.history[1]['train_loss'] == pytest.approx(
+      np.mean([r.history[1]['train_loss'] for r in alone]))
