@@ -73,7 +73,7 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
       # labels, so that every class weighs the same whatever its share of the data.
       class_balanced=False,
       dtype='float32',          # float32 | bfloat16 (GPU/TPU)
-      time_limit_s=0.0,         # per candidate; 0 = none
+      time_limit_s=0.0,         # per training of a candidate; 0 = none
       checkpoint_every_epochs=0,  # orbax checkpoints of long candidates; 0 = none
   ))
 

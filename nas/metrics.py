@@ -79,7 +79,7 @@ def shifted_class_shares(probs: np.ndarray, trained_shares: np.ndarray,
   EM of Saerens et al. 2002 (Neural Computation 14:21): it assumes only the class mix moved
   from the one the model was trained on (`trained_shares`), not what each class looks like.
   """
-  shares = trained_shares
+  shares, adjusted = trained_shares, probs
   for _ in range(iterations):
     adjusted = probs * (shares / trained_shares)
     adjusted /= adjusted.sum(axis=1, keepdims=True)

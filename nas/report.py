@@ -278,7 +278,9 @@ def _winner_evaluations(run: Run, winner: pd.Series) -> tuple[list[dict[str, Any
   tested = _tested(run, winner)
   if tested:
     return tested, f'test split, {len(tested)} seed{"s" if len(tested) > 1 else ""}'
-  return ([t.metrics for t in run.trials if t.id == winner.trial_id],
+  # A candidate trained at several seeds (search.training_seeds) keeps each training's.
+  return ([m for t in run.trials if t.id == winner.trial_id
+           for m in t.metrics.get('per_seed', [t.metrics])],
           f'validation split at {winner.fidelity} epochs (no final test yet)')
 
 

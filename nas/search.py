@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import shutil
 import time
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 from absl import logging
 import ml_collections
@@ -69,34 +70,44 @@ def evaluate_candidate(genotype: AnyGenotype, fidelity: int,
   results = []
   for offset in range(ctx.training_seeds):
     checkpoints = ctx.checkpoint_dir(genotype, fidelity)
-    if ctx.training_seeds > 1:
+    if ctx.training_seeds > 1:  # one training's folder stays where it was before the field
       checkpoints = os.path.join(checkpoints, f'seed{ctx.seed + offset}')
     results.append(train_lib.train_and_evaluate(
         genotype, train, val, ctx.num_classes, fidelity, ctx.seed + offset, ctx.train_config,
         ctx.aug_config, ctx.metric, checkpoint_dir=checkpoints).result)
-    if results[-1].status != records.OK:
-      return results[-1]
+    if results[-1].status != records.OK:  # the candidate failed, having cost all its trainings
+      return dataclasses.replace(
+          results[-1], train_seconds=sum(r.train_seconds for r in results),
+          compile_seconds=sum(r.compile_seconds for r in results))
   return results[0] if len(results) == 1 else mean_result(results)
 
 
 def mean_result(results: list[records.TrainResult]) -> records.TrainResult:
-  """One result of several trainings of a candidate: their scalar metrics averaged.
+  """One result of several trainings of a candidate: their real-valued metrics averaged.
 
-  Each training's own metrics, per-class ones included, stay under metrics['per_seed'];
+  Each training's own metrics, per-class ones included, are kept under metrics['per_seed'];
   the history is averaged over the epochs every training ran; times and epochs add up.
   """
-  first = results[0]
-  scalars = [k for k, v in first.metrics.items() if isinstance(v, float)]
-  metrics = {k: float(np.mean([r.metrics[k] for r in results])) for k in scalars}
-  metrics.update(num_examples=first.metrics.get('num_examples'),
-                 per_seed=[r.metrics for r in results])
-  history = tuple({k: float(np.mean([epoch[k] for epoch in epochs])) for k in epochs[0]}
-                  for epochs in zip(*(r.history for r in results)))
+  metrics = _mean_numbers([r.metrics for r in results])
+  metrics['per_seed'] = [r.metrics for r in results]
+  history = tuple(_mean_numbers(epochs) for epochs in zip(*(r.history for r in results)))
   return records.TrainResult(
       status=records.OK, metrics=metrics, history=history,
       epochs_run=sum(r.epochs_run for r in results),
       train_seconds=sum(r.train_seconds for r in results),
       compile_seconds=sum(r.compile_seconds for r in results))
+
+
+def _mean_numbers(values: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """Each real-valued field's mean; a field all dicts agree on (a count) as it is; no other."""
+  mean = {}
+  for key, first in values[0].items():
+    column = [v[key] for v in values]
+    if isinstance(first, numbers.Real) and not isinstance(first, numbers.Integral):
+      mean[key] = float(np.mean(column))
+    elif all(value == first for value in column):
+      mean[key] = first
+  return mean
 
 
 def compile_candidate(genotype: AnyGenotype, fidelity: int, ctx: EvalContext) -> None:

@@ -565,8 +565,10 @@ def _fit(genotype, train, val, num_classes, epochs, seed, train_cfg, aug_config,
       state, best_state, progress = restored
       history.extend(progress.pop('history'))
       logging.info('%s: resumed after epoch %d', genotype.hash, len(history))
+  # Restored from a training that had stopped early: it stays stopped, as it ended unbroken.
+  stopped = keep_best and progress['since_best'] >= train_cfg.patience
   try:
-    for epoch in range(len(history), epochs):
+    for epoch in range(epochs if stopped else len(history), epochs):
       state, train_loss = _train_epoch(
           state, steps, train, batch_size, seed, epoch, epoch * steps_per_epoch, step_key,
           hparams, learning_rates, timing, train_cfg, start)

@@ -8,12 +8,13 @@ import pytest
 import datasets
 import experiments
 from experiments.common import PRESETS
-from models.genotype import Genotype
+from models.genotype import Genotype, Stage
 from nas import errors
 from nas import executors
 from nas import optimizers
 from nas import records
 from nas import search as search_lib
+from nas import train as train_lib
 from nas.store import TrialStore
 
 
@@ -201,6 +202,41 @@ def test_multi_objective_search_tells_error_and_size(tmp_path, calls):
   ok = next(t for t in trials if t.status == records.OK)
   assert search._objectives(ok) == [ok.loss, pytest.approx(np.log10(ok.params))]
   assert len(trials) >= 12
+
+
+def test_several_trainings_average_their_real_metrics_and_keep_each():
+  def result(accuracy, confusion):
+    metrics = {'accuracy': np.float32(accuracy), 'num_examples': 10,
+               'confusion_matrix': confusion, 'calibration': {'count': [1, 9]}}
+    return records.TrainResult(records.OK, metrics, ({'epoch': 1, 'train_loss': accuracy},),
+                               1, 2.0, 1.0)
+  results = [result(0.5, [[5, 0], [5, 0]]), result(0.75, [[4, 1], [1, 4]])]
+  mean = search_lib.mean_result(results)
+  assert mean.metrics['accuracy'] == pytest.approx(0.625)  # a float32 is averaged too
+  assert mean.metrics['num_examples'] == 10 and mean.metrics['calibration'] == {'count': [1, 9]}
+  assert 'confusion_matrix' not in mean.metrics  # they differ: only under per_seed
+  assert mean.metrics['per_seed'] == [r.metrics for r in results]
+  assert mean.history == ({'epoch': 1, 'train_loss': pytest.approx(0.625)},)
+  assert (mean.epochs_run, mean.train_seconds, mean.compile_seconds) == (2, 4.0, 2.0)
+
+
+def test_a_failing_training_fails_the_candidate_with_every_trainings_cost(monkeypatch):
+  outcomes = iter([records.OK, records.FAILED])
+  def train(*args, **kwargs):
+    del args, kwargs
+    status = next(outcomes)
+    return train_lib.Trained(records.TrainResult(
+        status, {'accuracy': 0.5} if status == records.OK else {}, (), 1, 3.0, 1.0,
+        error='' if status == records.OK else 'NaN loss'), None, None)
+  monkeypatch.setattr(train_lib, 'train_and_evaluate', train)
+  monkeypatch.setattr(datasets.Spec, 'train_val', lambda self: (None, None))
+  ctx = search_lib.EvalContext(_UNUSED_DATA, 4, 0, None, None, 'accuracy', '/nonexistent',
+                               training_seeds=3)
+  failed = search_lib.evaluate_candidate(
+      Genotype((Stage(1, 'conv', 3, 8, 1, 'none', 'max'),), stem_width=8), 2, ctx)
+  assert failed.status == records.FAILED and failed.error == 'NaN loss'
+  assert (failed.train_seconds, failed.compile_seconds) == (6.0, 2.0)
+  assert next(outcomes, None) is None  # the third training never ran
 
 
 @pytest.mark.parametrize('override, message', [

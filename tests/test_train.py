@@ -178,6 +178,15 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path, monkeypatch, pati
   assert resumed.metrics['accuracy'] == reference.metrics['accuracy']
 
 
+def test_a_training_that_stopped_early_resumes_stopped(tmp_path):
+  # Its checkpoints outlive it until its result is stored; a kill in between resumes it.
+  genotype = _genotype()
+  first = _train(genotype, 8, tmp_path, patience=1, checkpoint_every_epochs=1).result
+  assert first.epochs_run < 8  # it did stop early
+  again = _train(genotype, 8, tmp_path, patience=1, checkpoint_every_epochs=1).result
+  assert again.history == first.history and again.metrics == first.metrics
+
+
 _RUN_ON_DEVICES = """
 import dataclasses, json, sys
 sys.path.insert(0, {root!r})

@@ -37,14 +37,25 @@ _CLASS_BALANCED = flags.DEFINE_bool(
 
 def main(argv: list[str]) -> None:
   del argv
-  paths = ensemble.model_paths(_MODEL.value or [])
-  members = [models.load(path) for path in paths]
+  try:
+    paths = ensemble.model_paths(_MODEL.value or [])
+    members = [models.load(path) for path in paths]
+  except (OSError, ValueError) as e:
+    _fail(f'cannot load a model ({e}); pass saved networks, e.g. --model=\'WORKDIR/final/*\'')
+  if not members or len(members[0].class_names) != 2:
+    _fail('pass the saved networks of one binary task, e.g. --model=\'WORKDIR/final/*\'')
+  reason = ensemble.mismatch(members, paths)
+  if reason:
+    _fail(f'these networks cannot form one ensemble: {reason}')
   first = members[0]
   spec = datasets.Spec(name=first.info['dataset'], data_dir=_DATA_DIR.value or
                        datasets.default_data_dir(), image_size=first.image_size,
                        channels=first.channels,
                        options=tuple(sorted(first.info.get('data_options', {}).items())))
-  data = spec.load()
+  try:
+    data = spec.load()
+  except datasets.DataError as e:
+    _fail(str(e))
   split = getattr(data, _SPLIT.value)
   labels = np.asarray(split.labels)
   trained_shares = (np.full(2, 0.5) if _CLASS_BALANCED.value else
@@ -57,6 +68,11 @@ def main(argv: list[str]) -> None:
     print(f'{name}: auc {scores["auc"]:.4f}, accuracy {scores["accuracy"]:.4f}, '
           f'best threshold {nas_metrics.best_threshold_accuracy(labels, probabilities[:, 1]):.4f}, '
           f'EM share {shares[1]:.3f} -> accuracy {np.mean(adjusted.argmax(1) == labels):.4f}')
+
+
+def _fail(message: str) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
 
 
 if __name__ == '__main__':
