@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+import datasets
+
 # What members of one ensemble must share: they are scored on one split, class by class.
 _SHARED = ('dataset', 'data_options', 'class_names', 'image_size', 'channels')
 
@@ -23,6 +25,15 @@ def model_paths(patterns: Sequence[str]) -> list[str]:
       raise ValueError(f'--model={pattern} matches nothing')
     paths += matches
   return paths
+
+
+def data_spec(model, data_dir: str | None, seed: int = 0, dedup: bool = False) -> datasets.Spec:
+  """The dataset a saved network was trained on, as it saw it; `seed` places the val split."""
+  return datasets.Spec(name=model.info['dataset'],
+                       data_dir=data_dir or datasets.default_data_dir(),
+                       image_size=model.image_size, channels=model.channels, seed=seed,
+                       dedup=dedup,
+                       options=tuple(sorted(model.info.get('data_options', {}).items())))
 
 
 def probabilities(members: Sequence, images: np.ndarray,

@@ -50,10 +50,7 @@ def main(argv: list[str]) -> None:
     _fail(f'these models cannot form one ensemble: {reason}; pass models trained on the same '
           'data and classes')
   first = members[0]
-  spec = datasets.Spec(name=first.info['dataset'], data_dir=_DATA_DIR.value or
-                       datasets.default_data_dir(), image_size=first.image_size,
-                       channels=first.channels, seed=_SEED.value, dedup=_DEDUP.value,
-                       options=tuple(sorted(first.info.get('data_options', {}).items())))
+  spec = ensemble.data_spec(first, _DATA_DIR.value, _SEED.value, _DEDUP.value)
   try:
     split = getattr(spec.load(), _SPLIT.value)
   except datasets.DataError as e:

@@ -47,13 +47,8 @@ def main(argv: list[str]) -> None:
   reason = ensemble.mismatch(members, paths)
   if reason:
     _fail(f'these networks cannot form one ensemble: {reason}')
-  first = members[0]
-  spec = datasets.Spec(name=first.info['dataset'], data_dir=_DATA_DIR.value or
-                       datasets.default_data_dir(), image_size=first.image_size,
-                       channels=first.channels,
-                       options=tuple(sorted(first.info.get('data_options', {}).items())))
   try:
-    data = spec.load()
+    data = ensemble.data_spec(members[0], _DATA_DIR.value).load()
   except datasets.DataError as e:
     _fail(str(e))
   split = getattr(data, _SPLIT.value)
