@@ -168,6 +168,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
       final.run_final(config, data, store, workdir)
     finally:
       executor.shutdown()
+      train_lib.forget_compiled_steps()
   finally:
     if store:
       store.close()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from typing import IO
+import weakref
 
 import jax
 import numpy as np
@@ -61,6 +62,16 @@ def test_hyperparameters_do_not_recompile():
   after = train_lib.compiled_steps.cache_info()
   assert trained.result.status == records.OK
   assert after.hits == before.hits + 1 and after.misses == before.misses
+
+
+def test_forgetting_compiled_steps_frees_them():
+  trained = _train(_genotype(), epochs=1)
+  assert trained.result.status == records.OK
+  step = weakref.ref(trained.steps.train_step)  # it holds the executables
+  del trained
+  assert step() is not None  # the cache keeps an architecture's steps for its next training
+  train_lib.forget_compiled_steps()
+  assert step() is None
 
 
 def test_the_evaluation_step_compiled_ahead_of_time_is_the_one_evaluations_use(caplog):
