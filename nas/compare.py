@@ -116,6 +116,9 @@ def make_study(name: str, preset: str, optimizers: Sequence[str] | None = None,
 def run_study(study: Study, workdir: str, run_experiment: RunExperiment) -> dict[str, str]:
   """Runs what is not finished yet, then writes the study's leaderboard and report.
 
+  Each time the runs of a seed are all finished, the leaderboard and report are written over
+  the seeds so far, so that a long study stopped part-way has one of its finished seeds.
+
   Args:
     study: from make_study.
     workdir: the study's folder; each run gets a folder in it.
@@ -140,8 +143,17 @@ def run_study(study: Study, workdir: str, run_experiment: RunExperiment) -> dict
     run_experiment(config, run_dir, run.overrides)
     _write_json(os.path.join(run_dir, FINISHED),
                 {'overrides': run.overrides, 'config': json.loads(config.to_json())})
-  return report.write_study([os.path.join(workdir, run.name) for run in runs], workdir,
-                            title=f'{study.name} ({study.experiment}, preset {study.preset})')
+    if i < len(runs) and runs[i].seed != run.seed:
+      _write_report(study, workdir, runs[:i])
+  return _write_report(study, workdir, runs)
+
+
+def _write_report(study: Study, workdir: str, finished: list[StudyRun]) -> dict[str, str]:
+  seeds = len({run.seed for run in finished})
+  so_far = '' if seeds == len(study.seeds) else f'; {seeds} of {len(study.seeds)} seeds so far'
+  return report.write_study([os.path.join(workdir, run.name) for run in finished], workdir,
+                            title=f'{study.name} ({study.experiment}, preset {study.preset}'
+                            f'{so_far})')
 
 
 def holds_study(workdir: str) -> bool:

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -312,6 +313,24 @@ def test_study_refuses_a_finished_run_of_another_config(study):
   errors_seen = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert len(errors_seen) == 1 and 'finished with another config' in errors_seen[0]
   assert 'train.epochs: 4 -> 2' in errors_seen[0]
+
+
+def test_a_study_stopped_part_way_has_the_leaderboard_of_its_finished_seeds(study, tmp_path):
+  workdir, _ = study
+  stopped = compare.make_study('compare_optimizers_synthetic', 'smoke', ['pso', 'random'],
+                               seeds=2)
+
+  def run_experiment(config, run_dir, overrides):  # the fixture's runs stand in for training
+    del overrides
+    if config.seed == 1:
+      raise KeyboardInterrupt
+    shutil.copytree(workdir / os.path.basename(run_dir), run_dir)
+
+  with pytest.raises(KeyboardInterrupt):
+    compare.run_study(stopped, str(tmp_path), run_experiment)
+  summary = pd.read_csv(tmp_path / 'leaderboard.csv').set_index('optimizer')
+  assert list(summary.index) == ['pso', 'random'] and (summary.runs == 1).all()
+  assert '1 of 2 seeds so far' in (tmp_path / 'leaderboard.md').read_text()
 
 
 def test_a_run_finished_at_a_smaller_budget_is_extended_not_skipped(tmp_path):
