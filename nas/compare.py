@@ -12,7 +12,7 @@ every run, so every optimizer asks the same number of candidates. A run that fin
 skipped when the same command runs again; one that was interrupted is resumed, and one that
 finished at a smaller `search.budget` is extended (its stored candidates replay). The study's
 own leaderboard and report, comparing the optimizers, land in `<workdir>/`
-(`nas.report.write_study`).
+(`nas.report.write_study`), rewritten each time the runs of a seed are all finished.
 """
 from __future__ import annotations
 
@@ -114,10 +114,11 @@ def make_study(name: str, preset: str, optimizers: Sequence[str] | None = None,
 
 
 def run_study(study: Study, workdir: str, run_experiment: RunExperiment) -> dict[str, str]:
-  """Runs what is not finished yet, then writes the study's leaderboard and report.
+  """Runs what is not finished yet and writes the study's leaderboard and report.
 
-  Each time the runs of a seed are all finished, the leaderboard and report are written over
-  the seeds so far, so that a long study stopped part-way has one of its finished seeds.
+  They are written each time this call finishes the runs of a seed, over the seeds so far,
+  so that a long study stopped part-way has a leaderboard of its finished seeds, and at the
+  end over every seed.
 
   Args:
     study: from make_study.
@@ -132,19 +133,22 @@ def run_study(study: Study, workdir: str, run_experiment: RunExperiment) -> dict
     raise errors.UserError(f'{workdir} holds a single search, whose report the study would '
                            'overwrite; choose another --workdir for the study')
   runs = study.runs()
+  ran = False  # since the last leaderboard
   for i, run in enumerate(runs, start=1):
     run_dir = os.path.join(workdir, run.name)
     config = study.config(run)
     if _finished(run_dir, run, config):
       logging.info('study %s: run %d/%d %s finished before; skipped', study.name, i, len(runs),
                    run.name)
-      continue
-    logging.info('study %s: run %d/%d %s', study.name, i, len(runs), run.name)
-    run_experiment(config, run_dir, run.overrides)
-    _write_json(os.path.join(run_dir, FINISHED),
-                {'overrides': run.overrides, 'config': json.loads(config.to_json())})
-    if i < len(runs) and runs[i].seed != run.seed:
+    else:
+      logging.info('study %s: run %d/%d %s', study.name, i, len(runs), run.name)
+      run_experiment(config, run_dir, run.overrides)
+      _write_json(os.path.join(run_dir, FINISHED),
+                  {'overrides': run.overrides, 'config': json.loads(config.to_json())})
+      ran = True
+    if ran and i < len(runs) and runs[i].seed != run.seed:  # runs[:i] ends a seed
       _write_report(study, workdir, runs[:i])
+      ran = False
   return _write_report(study, workdir, runs)
 
 

@@ -336,7 +336,7 @@ def forget_compiled_steps() -> None:
 
   For the end of a search: its executables are of no use to the next search in the same
   process (another study run), and kept they slowed it. A study's second search trained the
-  same 24 candidates in 5.2 min against 3.6 in a fresh process, holding 3.4 GB with 36
+  same 24 candidates in 5.2 min against 3.6 in a fresh process, holding 3.5 GB with 36
   architectures cached; dropping them took the process to 0.75 GB and the search to 4.0 min
   (docs/results.md).
   """

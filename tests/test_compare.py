@@ -315,10 +315,14 @@ def test_study_refuses_a_finished_run_of_another_config(study):
   assert 'train.epochs: 4 -> 2' in errors_seen[0]
 
 
-def test_a_study_stopped_part_way_has_the_leaderboard_of_its_finished_seeds(study, tmp_path):
+@pytest.mark.parametrize('finished_before', [(), ('random-seed0',)])
+def test_a_study_stopped_part_way_has_the_leaderboard_of_its_finished_seeds(
+    study, tmp_path, finished_before):
   workdir, _ = study
+  for name in finished_before:  # the seed's last run is skipped, its first trains
+    shutil.copytree(workdir / name, tmp_path / name)
   stopped = compare.make_study('compare_optimizers_synthetic', 'smoke', ['pso', 'random'],
-                               seeds=2)
+                               seeds=2, overrides=[o.removeprefix('--config.') for o in _TINY])
 
   def run_experiment(config, run_dir, overrides):  # the fixture's runs stand in for training
     del overrides
