@@ -14,7 +14,8 @@ candidates trained / seconds from launch to the last stored trial, so start-up a
 loading count, as they do for a user; the final stage does not. Compile share = the trials'
 compile seconds / their train seconds (compiling included); what the local executor compiled
 ahead in the background (`executor.compile_ahead`) is not in it, so compare such runs by
-evaluations per hour. Writes search_throughput.json and .md.
+evaluations per hour. Peak memory = the largest resident set of the search's process or of
+any one of its worker processes (not their sum). Writes search_throughput.json and .md.
 """
 from __future__ import annotations
 
@@ -56,12 +57,12 @@ def _run(workdir: str, env: dict[str, str], overrides: list[str], tree: str) -> 
   args = [f'--experiment={_EXPERIMENT.value}', f'--preset={_PRESET.value}']
   args += [f'--config.{o}' for o in _CONFIG.value + overrides]
   start = time.time()
-  kill_resume.run_search(workdir, env, tuple(args), os.path.abspath(tree))
+  peak_mb = kill_resume.run_search(workdir, env, tuple(args), os.path.abspath(tree))
   trained, last, busy, compiling = _trained(workdir)
   seconds = last - start
   return {'trained': trained, 'search_seconds': seconds, 'wall_seconds': time.time() - start,
           'evals_per_hour': 3600 * trained / seconds, 'busy_seconds': busy,
-          'compile_seconds': compiling, 'compile_share': compiling / busy}
+          'compile_seconds': compiling, 'compile_share': compiling / busy, 'peak_mb': peak_mb}
 
 
 def main(argv: list[str]) -> None:
@@ -93,12 +94,13 @@ def main(argv: list[str]) -> None:
   lines = [f'`{_EXPERIMENT.value}` at `{_PRESET.value}` {" ".join(_CONFIG.value)} on '
            f'{os.cpu_count()} CPUs; {cache} compilation cache.', '',
            '| tree | executor | mode | variant | workers | trained | search s | evals/hour '
-           '| vs first | compile share |',
-           '|---|---|---|---|---|---|---|---|---|---|']
+           '| vs first | compile share | peak memory |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
   lines += [f'| `{r["tree"]}` | {r["executor"]} | {r["mode"]} | {r["variant"] or "-"} | '
             f'{r["workers"]} | {r["trained"]} | {r["search_seconds"]:.0f} | '
             f'{r["evals_per_hour"]:.0f} | '
-            f'{r["evals_per_hour"] / base:.2f}x | {r["compile_share"]:.1%} |' for r in rows]
+            f'{r["evals_per_hour"] / base:.2f}x | {r["compile_share"]:.1%} | '
+            f'{r["peak_mb"] / 1024:.2f} GB |' for r in rows]
   bench_results.write(_OUT_DIR.value, 'search_throughput', summary, '\n'.join(lines))
 
 

@@ -334,9 +334,10 @@ def compiled_steps(architecture: AnyGenotype, num_classes: int, dtype: str, opti
 def forget_compiled_steps() -> None:
   """Drops every architecture's compiled steps and what JAX traced for them.
 
-  For the end of a search: its executables are of no use to the next search in the same
-  process (another study run), and kept they slowed it. After a search of 36 architectures
-  the process held 3.5 GB and dropping them took it to 0.75 GB; the next search's first 24
+  For the end of a generation (`nas.search`) and of a search: only the final stage's few
+  winners train again, and compile again (from the disk cache); kept, the steps slowed the
+  next search in the process (another study run). After a search of 36 architectures the
+  process held 3.5 GB and dropping them took it to 0.75 GB; the next search's first 24
   trials then trained in 4.0 min, against 5.2 with them kept and 3.6 in a fresh process
   (docs/results.md).
   """

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import datasets
+from datasets import augment as augment_lib
 import experiments
 from experiments.common import PRESETS
 from models.genotype import Genotype, Stage
@@ -117,6 +118,22 @@ def test_successive_halving_promotes_the_best(tmp_path, calls):
     assert len(first) == 4 and len(second) == 2
     best_two = sorted(first, key=lambda t: (t.loss, t.ask_index))[:2]
     assert {t.ask_index for t in second} == {t.ask_index for t in best_two}
+
+
+def test_a_search_holds_one_generations_compiled_steps(tmp_path, monkeypatch):
+  held = []  # architectures with compiled steps in the process, at each training
+  def evaluate(genotype, fidelity, ctx):
+    train_lib.compiled_steps(genotype, 4, 'float32', 'adamw', 0.9, augment_lib.AugmentConfig())
+    held.append(train_lib.compiled_steps.cache_info().currsize)
+    return _fake_train([])(genotype, fidelity, ctx)
+  monkeypatch.setattr(search_lib, 'evaluate_candidate', evaluate)
+  train_lib.forget_compiled_steps()
+  config = _config(optimizer='random', budget=12, population=4, new_networks=True)
+  config.search.fidelity.update(rungs=(1, 3), eta=2)
+  trials = _run(config, tmp_path, [])
+  assert len({t.genotype_hash for t in trials}) == 12 and len(held) == 18
+  # A promotion finds its network's steps (4 held, not 5); the next generation does not.
+  assert max(held) == 4 and held[:6] == [1, 2, 3, 4, 4, 4] and held[6] == 1
 
 
 class _DiesAfter(executors.LocalExecutor):
