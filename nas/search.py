@@ -263,9 +263,7 @@ class Search:
         trials = self._evaluate_generation(asked, generation, genotypes)
         for candidate, trial in zip(candidates, trials):
           optimizer.tell(candidate, self._objectives(trial))
-        # A generation's networks train again only within it (promotions), so a process
-        # holds one generation's compiled steps, not the whole search's.
-        train_lib.forget_compiled_steps()
+        train_lib.drop_compiled_steps()
         asked += len(candidates)
         generation += 1
         best = min([best, *(t.loss for t in trials)])

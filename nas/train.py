@@ -331,21 +331,31 @@ def compiled_steps(architecture: AnyGenotype, num_classes: int, dtype: str, opti
                         compiler_options=step_options))
 
 
+def drop_compiled_steps() -> None:
+  """Drops every architecture's compiled steps, executables included.
+
+  For the end of a generation (`nas.search`): its networks train again only within it
+  (promotions), so a process holds one generation's steps, not the whole search's. JAX's
+  own caches stay: clearing them too made each generation retrace and recompile the steps
+  every network shares (benchmarks/RESULTS.md).
+  """
+  compiled_steps.cache_clear()
+  gc.collect()  # frees what the cache held before the heap is trimmed
+  host_memory.release_free_memory()
+
+
 def forget_compiled_steps() -> None:
   """Drops every architecture's compiled steps and what JAX traced for them.
 
-  For the end of a generation (`nas.search`) and of a search: only the final stage's few
-  winners train again, and compile again (from the disk cache); kept, the steps slowed the
-  next search in the process (another study run). After a search of 36 architectures the
-  process held 3.5 GB and dropping them took it to 0.75 GB; the next search's first 24
-  trials then trained in 4.0 min, against 5.2 with them kept and 3.6 in a fresh process
-  (docs/results.md).
+  For the end of a search: only the final stage's few winners train again, and compile
+  again (from the disk cache); kept, the steps slowed the next search in the process
+  (another study run). After a search of 36 architectures the process held 3.5 GB and
+  dropping them took it to 0.75 GB; the next search's first 24 trials then trained in 4.0
+  min, against 5.2 with them kept and 3.6 in a fresh process (docs/results.md).
   """
-  compiled_steps.cache_clear()
   _jitted_step_inputs.cache_clear()
   jax.clear_caches()
-  gc.collect()  # frees what the caches held before the heap is trimmed
-  host_memory.release_free_memory()
+  drop_compiled_steps()
 
 
 def _learning_rates(train_cfg: ml_collections.ConfigDict, peak: float,

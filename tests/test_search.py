@@ -127,7 +127,7 @@ def test_a_search_holds_one_generations_compiled_steps(tmp_path, monkeypatch):
     held.append(train_lib.compiled_steps.cache_info().currsize)
     return _fake_train([])(genotype, fidelity, ctx)
   monkeypatch.setattr(search_lib, 'evaluate_candidate', evaluate)
-  train_lib.forget_compiled_steps()
+  train_lib.drop_compiled_steps()
   config = _config(optimizer='random', budget=12, population=4, new_networks=True)
   config.search.fidelity.update(rungs=(1, 3), eta=2)
   trials = _run(config, tmp_path, [])

@@ -64,13 +64,14 @@ def test_hyperparameters_do_not_recompile():
   assert after.hits == before.hits + 1 and after.misses == before.misses
 
 
-def test_forgetting_compiled_steps_frees_them():
+@pytest.mark.parametrize('forget', ['drop_compiled_steps', 'forget_compiled_steps'])
+def test_forgetting_compiled_steps_frees_them(forget):
   trained = _train(_genotype(), epochs=1)
   assert trained.result.status == records.OK
   step = weakref.ref(trained.steps.train_step)  # it holds the executables
   del trained
   assert step() is not None  # the cache keeps an architecture's steps for its next training
-  train_lib.forget_compiled_steps()
+  getattr(train_lib, forget)()
   assert step() is None
 
 
