@@ -32,16 +32,12 @@ def _launch(workdir: str, resume: bool, env: dict[str, str], args=SEARCH_ARGS, r
                           stderr=log, text=True), log
 
 
-def _wait(process: subprocess.Popen, log: IO[str], what: str) -> float:
-  """Waits for the search to end and returns its peak resident memory in MB; raises with
-  its log's end when it failed."""
+def _wait(process: subprocess.Popen, log: IO[str], what: str) -> None:
+  """Waits for the search to end; raises with its log's end when it failed."""
   with log:
-    _, status, usage = os.wait4(process.pid, 0)  # Popen.wait gives no resource usage
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode:
+    if process.wait():
       log.seek(0)
       raise RuntimeError(f'{what} failed: {log.read()[-3000:]}')
-  return usage.ru_maxrss / 1024
 
 
 def read_only(workdir: str) -> sqlite3.Connection:
@@ -83,7 +79,11 @@ def startup_seconds(workdir: str, started: float) -> float:
 def run_search(workdir: str, env: dict[str, str], args=SEARCH_ARGS, root: str = ROOT) -> float:
   """Runs a search to its end with the launch.py of the source tree `root`; returns its
   peak resident memory in MB."""
-  return _wait(*_launch(workdir, False, env, args, root), 'search')
+  process, log = _launch(workdir, False, env, args, root)
+  _, status, usage = os.wait4(process.pid, 0)  # Popen.wait gives no resource usage
+  process.returncode = os.waitstatus_to_exitcode(status)
+  _wait(process, log, 'search')
+  return usage.ru_maxrss / 1024
 
 
 def kill_and_resume(workdir: str, env: dict[str, str], kills: int, seed: int,
