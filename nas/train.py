@@ -335,9 +335,10 @@ def drop_compiled_steps() -> None:
   """Drops every architecture's compiled steps, executables included.
 
   For the end of a generation (`nas.search`): its networks train again only within it
-  (promotions), so a process holds one generation's steps, not the whole search's: about half
-  the peak memory of a 36-candidate search, at the same speed within noise. JAX's own caches
-  stay, so that each generation does not trace again what every network shares
+  (promotions) and in the final stage (its few winners, compiled again from the disk cache),
+  so a process holds one generation's steps, not the whole search's: about half the peak
+  memory of a 36-candidate search, at the same speed within noise. JAX's own caches stay,
+  so that each generation does not trace again what every network shares
   (benchmarks/RESULTS.md).
   """
   compiled_steps.cache_clear()
@@ -348,11 +349,11 @@ def drop_compiled_steps() -> None:
 def forget_compiled_steps() -> None:
   """Drops every architecture's compiled steps and what JAX traced for them.
 
-  For the end of a search: only the final stage's few winners train again, and compile
-  again (from the disk cache); kept, the steps slowed the next search in the process
-  (another study run). After a search of 36 architectures the process held 3.5 GB and
-  dropping them took it to 0.75 GB; the next search's first 24 trials then trained in 4.0
-  min, against 5.2 with them kept and 3.6 in a fresh process (docs/results.md).
+  For the end of a search and its final stage: nothing of it trains again, and kept, the
+  steps and traces slowed the next search in the process (another study run). After a
+  search of 36 architectures the process held 3.5 GB and dropping them took it to 0.75 GB;
+  the next search's first 24 trials then trained in 4.0 min, against 5.2 with them kept
+  and 3.6 in a fresh process (docs/results.md).
   """
   _jitted_step_inputs.cache_clear()
   jax.clear_caches()
