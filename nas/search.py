@@ -21,6 +21,7 @@ import math
 import numbers
 import os
 import shutil
+import threading
 import time
 import warnings
 from typing import Any, Sequence
@@ -63,9 +64,37 @@ class EvalContext:
     return os.path.join(self.checkpoint_root, f'{genotype.hash}-{fidelity}')
 
 
-def evaluate_candidate(genotype: AnyGenotype, fidelity: int,
-                       ctx: EvalContext) -> records.TrainResult:
-  """Trains one candidate for `fidelity` epochs, once per training seed; what an executor runs."""
+# The (search, generation) whose compiled steps this process holds; see hold_generation.
+_held_generation: tuple[str, int] | None = None
+_held_generation_lock = threading.Lock()
+
+
+def hold_generation(ctx: EvalContext, generation: int) -> None:
+  """Drops the compiled steps of other generations when one of `generation` first arrives.
+
+  A generation's networks train again only within it (promotions) and in the final stage
+  (its few winners, compiled again from the disk cache), so every process that trains
+  candidates (the search's own, an executor's worker) holds one generation's steps, not up
+  to 64 architectures': about half the peak memory of a 36-candidate search in one process,
+  a quarter less in the largest of two workers after 24 (benchmarks/RESULTS.md). An async
+  search's generation is `ask_index // executor.slots`. The compile-ahead threads call it
+  too, so the lock lets one of them drop while the others wait to compile.
+  """
+  global _held_generation
+  held = (ctx.checkpoint_root, generation)  # a search's own: one worker may serve several
+  with _held_generation_lock:
+    if held != _held_generation:
+      train_lib.drop_compiled_steps()
+      _held_generation = held
+
+
+def evaluate_candidate(genotype: AnyGenotype, fidelity: int, ctx: EvalContext,
+                       generation: int) -> records.TrainResult:
+  """Trains one candidate for `fidelity` epochs, once per training seed; what an executor runs.
+
+  `generation` is the candidate's (`hold_generation`).
+  """
+  hold_generation(ctx, generation)
   train, val = ctx.data.train_val()
   results = []
   for offset in range(ctx.training_seeds):
@@ -110,9 +139,11 @@ def _mean_numbers(values: Sequence[dict[str, Any]]) -> dict[str, Any]:
   return mean
 
 
-def compile_candidate(genotype: AnyGenotype, fidelity: int, ctx: EvalContext) -> None:
+def compile_candidate(genotype: AnyGenotype, fidelity: int, ctx: EvalContext,
+                      generation: int) -> None:
   """Compiles what evaluate_candidate will run, training nothing."""
   del fidelity  # epochs change no shape
+  hold_generation(ctx, generation)
   train, val = ctx.data.train_val()
   train_lib.compile_steps(genotype, train, val, ctx.num_classes, ctx.train_config,
                           ctx.aug_config)
@@ -246,6 +277,7 @@ class Search:
                                   shared_start=cfg.shared_start,
                                   new_networks=cfg.new_networks)
       getattr(self, _LOOPS[cfg.mode])(optimizer, budget)
+    train_lib.drop_compiled_steps()  # the final stage compiles its few winners alone
     return self.store.trials()
 
   def _loop(self, optimizer, budget: int) -> None:
@@ -263,7 +295,6 @@ class Search:
         trials = self._evaluate_generation(asked, generation, genotypes)
         for candidate, trial in zip(candidates, trials):
           optimizer.tell(candidate, self._objectives(trial))
-        train_lib.drop_compiled_steps()
         asked += len(candidates)
         generation += 1
         best = min([best, *(t.loss for t in trials)])
@@ -311,7 +342,7 @@ class Search:
           in_flight[genotype.hash] = [(ask_index, candidate, genotype)]
           if not self._stored(ask_index, fidelity, genotype):
             futures[genotype.hash] = self.executor.submit(evaluate_candidate, genotype, fidelity,
-                                                          self.ctx)
+                                                          self.ctx, generation)
         if not in_flight:
           break
         genotype_hash = self._next_finished(in_flight, futures, fidelity)
@@ -428,7 +459,7 @@ class Search:
         continue
       if genotype.hash not in waiting:
         futures[genotype.hash] = self.executor.submit(evaluate_candidate, genotype, fidelity,
-                                                      self.ctx)
+                                                      self.ctx, generation)
       waiting.setdefault(genotype.hash, []).append((ask_index, genotype))
 
   def _record_trained(self, ask_index: int, fidelity: int, generation: int,

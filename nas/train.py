@@ -334,10 +334,7 @@ def compiled_steps(architecture: AnyGenotype, num_classes: int, dtype: str, opti
 def drop_compiled_steps() -> None:
   """Drops every architecture's compiled steps, executables included.
 
-  For the end of a generation (`nas.search`): its networks train again only within it
-  (promotions) and in the final stage (its few winners, compiled again from the disk cache),
-  so a process holds one generation's steps, not the whole search's: about half the peak
-  memory of a 36-candidate search, at the same speed within noise. JAX's own caches stay,
+  For a new generation of a search (`nas.search.hold_generation`). JAX's own caches stay,
   so that each generation does not trace again what every network shares
   (benchmarks/RESULTS.md).
   """

@@ -21,8 +21,8 @@ from nas.store import TrialStore
 
 def _fake_train(calls):
   """Accuracy that depends on the genotype and grows with epochs; counts every training."""
-  def evaluate(genotype: Genotype, fidelity: int, ctx) -> records.TrainResult:
-    del ctx
+  def evaluate(genotype: Genotype, fidelity: int, ctx, generation) -> records.TrainResult:
+    del ctx, generation
     calls.append((genotype.hash, fidelity))
     size = sum(s.num_cells * s.width for s in genotype.canonical().stages)
     accuracy = min(0.99, 0.3 + 0.4 * (size % 97) / 97 + 0.05 * fidelity)
@@ -120,20 +120,40 @@ def test_successive_halving_promotes_the_best(tmp_path, calls):
     assert {t.ask_index for t in second} == {t.ask_index for t in best_two}
 
 
-def test_a_search_holds_one_generations_compiled_steps(tmp_path, monkeypatch):
+@pytest.mark.parametrize('mode, compile_ahead', [('sync', 0), ('sync', 2), ('async', 0)])
+def test_a_search_holds_one_generations_compiled_steps(tmp_path, monkeypatch, mode,
+                                                       compile_ahead):
   held = []  # architectures with compiled steps in the process, at each training
-  def evaluate(genotype, fidelity, ctx):
-    train_lib.compiled_steps(genotype, 4, 'float32', 'adamw', 0.9, augment_lib.AugmentConfig())
+  compiled = []  # the steps of every call, kept alive so that their ids stay theirs
+  def compile_steps(genotype, *args, **kwargs):
+    del args, kwargs
+    compiled.append(train_lib.compiled_steps(genotype, 4, 'float32', 'adamw', 0.9,
+                                             augment_lib.AugmentConfig()))
+  def train(genotype, *args, **kwargs):
+    compile_steps(genotype)
     held.append(train_lib.compiled_steps.cache_info().currsize)
-    return _fake_train([])(genotype, fidelity, ctx)
-  monkeypatch.setattr(search_lib, 'evaluate_candidate', evaluate)
+    return train_lib.Trained(records.TrainResult(
+        records.OK, {'accuracy': 0.5 + 0.01 * len(held)}, (), 1, 0.1, 0.0), None, None)
+  # The real evaluate_candidate and compile_candidate, which executors' workers and
+  # compile-ahead threads run too, around stand-ins.
+  monkeypatch.setattr(train_lib, 'train_and_evaluate', train)
+  monkeypatch.setattr(train_lib, 'compile_steps', compile_steps)
+  monkeypatch.setattr(datasets.Spec, 'train_val', lambda self: (None, None))
   train_lib.drop_compiled_steps()
-  config = _config(optimizer='random', budget=12, population=4, new_networks=True)
-  config.search.fidelity.update(rungs=(1, 3), eta=2)
-  trials = _run(config, tmp_path, [])
-  assert len({t.genotype_hash for t in trials}) == 12 and len(held) == 18
-  # A promotion finds its network's steps (4 held, not 5); the next generation does not.
-  assert max(held) == 4 and held[:6] == [1, 2, 3, 4, 4, 4] and held[6] == 1
+  config = _config(optimizer='random', budget=12, population=4, new_networks=True, mode=mode)
+  config.search.fidelity.update(rungs=(1, 3) if mode == 'sync' else (), eta=2)
+  trials = _run(config, tmp_path, [], executors.LocalExecutor(compile_ahead))
+  assert len({t.genotype_hash for t in trials}) == 12
+  # Each architecture compiled once: no drop lost steps that a training or promotion needed.
+  assert len({id(steps) for steps in compiled}) == 12
+  if mode == 'async':  # with one slot, every candidate is a generation
+    assert held == [1] * 12
+  elif compile_ahead:  # the generation's next candidates may be compiled already
+    assert len(held) == 18 and max(held) == 4
+  else:
+    # A promotion finds its network's steps (4 held, not 5); the next generation does not.
+    assert held == [1, 2, 3, 4, 4, 4] * 3
+  assert train_lib.compiled_steps.cache_info().currsize == 0  # the final stage starts afresh
 
 
 class _DiesAfter(executors.LocalExecutor):
@@ -200,7 +220,7 @@ def test_tpevo_cannot_be_extended_to_a_larger_budget(tmp_path, calls):
 
 
 def test_too_many_failures_stop_the_search(tmp_path, monkeypatch):
-  def failing(genotype, fidelity, ctx):
+  def failing(genotype, fidelity, ctx, generation):
     return records.TrainResult(records.FAILED, {}, (), 0, 0.1, 0.0,
                                'XlaRuntimeError: RESOURCE_EXHAUSTED: out of memory')
   monkeypatch.setattr(search_lib, 'evaluate_candidate', failing)
@@ -250,7 +270,7 @@ def test_a_failing_training_fails_the_candidate_with_every_trainings_cost(monkey
   ctx = search_lib.EvalContext(_UNUSED_DATA, 4, 0, None, None, 'accuracy', '/nonexistent',
                                training_seeds=3)
   failed = search_lib.evaluate_candidate(
-      Genotype((Stage(1, 'conv', 3, 8, 1, 'none', 'max'),), stem_width=8), 2, ctx)
+      Genotype((Stage(1, 'conv', 3, 8, 1, 'none', 'max'),), stem_width=8), 2, ctx, 0)
   assert failed.status == records.FAILED and failed.error == 'NaN loss'
   assert (failed.train_seconds, failed.compile_seconds) == (6.0, 2.0)
   assert next(outcomes, None) is None  # the third training never ran

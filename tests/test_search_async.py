@@ -46,8 +46,8 @@ class _FakeTraining:
     self._rng = random.Random(0)
     self._max_delay_s = max_delay_s
 
-  def __call__(self, genotype: Genotype, fidelity: int, ctx) -> records.TrainResult:
-    del ctx
+  def __call__(self, genotype: Genotype, fidelity: int, ctx, generation) -> records.TrainResult:
+    del ctx, generation
     with self._lock:
       self.calls.append(genotype.hash)
       self.running += 1

@@ -306,8 +306,8 @@ def test_a_candidate_trained_at_several_seeds_scores_their_mean(tmp_path):
         metric='accuracy', checkpoint_root=str(tmp_path / 'checkpoints'),
         training_seeds=training_seeds)
   genotype = _genotype()
-  alone = [search_lib.evaluate_candidate(genotype, 2, context(seed, 1)) for seed in (3, 4)]
-  both = search_lib.evaluate_candidate(genotype, 2, context(3, 2))
+  alone = [search_lib.evaluate_candidate(genotype, 2, context(seed, 1), 0) for seed in (3, 4)]
+  both = search_lib.evaluate_candidate(genotype, 2, context(3, 2), 0)
   assert both.status == records.OK
   assert alone[0].metrics['accuracy'] != alone[1].metrics['accuracy']  # the seeds differ
   for name in ('accuracy', 'auc', 'loss'):

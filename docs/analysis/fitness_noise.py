@@ -66,7 +66,7 @@ def _retrain(workdir: str) -> None:
           num_classes=len(json.loads(meta['class_names'])), seed=config.seed,
           train_config=config.train, aug_config=augment_lib.AugmentConfig(**config.augment),
           metric=metric, checkpoint_root=checkpoints, training_seeds=_SEEDS.value)
-      result = search.evaluate_candidate(genotype, trial.fidelity, ctx)
+      result = search.evaluate_candidate(genotype, trial.fidelity, ctx, generation=0)
     if result.status != records.OK:
       raise errors.UserError(f'{genotype.hash} failed to train: {result.error}')
     values = [m[metric] for m in result.metrics['per_seed']]
