@@ -75,24 +75,36 @@ def hold_generation(ctx: EvalContext, generation: int) -> None:
   A generation's networks train again only within it (promotions) and in the final stage
   (its few winners, compiled again from the disk cache), so every process that trains
   candidates (the search's own, an executor's worker) holds one generation's steps, not up
-  to 64 architectures': about half the peak memory of a 36-candidate search in one process,
-  a quarter less in the largest of two workers after 24 (benchmarks/RESULTS.md). An async
-  search's generation is `ask_index // executor.slots`. The compile-ahead threads call it
-  too, so the lock lets one of them drop while the others wait to compile.
+  to 64 architectures' (benchmarks/RESULTS.md, "A search's memory"). An async search's
+  generation is `ask_index // executor.slots`. The compile-ahead threads call it too, so the
+  lock lets one of them drop while the others wait to compile. A worker that trains several
+  candidates at once (an external dask cluster's, with threads) may drop the steps of one
+  in training: it goes on with its own reference, and only its next training seed compiles
+  again.
   """
   global _held_generation
   held = (ctx.checkpoint_root, generation)  # a search's own: one worker may serve several
   with _held_generation_lock:
     if held != _held_generation:
-      train_lib.drop_compiled_steps()
+      if train_lib.compiled_steps.cache_info().currsize:  # a fresh worker has nothing to drop
+        train_lib.drop_compiled_steps()
       _held_generation = held
+
+
+def release_generation() -> None:
+  """Drops the compiled steps held: the search has ended."""
+  global _held_generation
+  with _held_generation_lock:
+    train_lib.drop_compiled_steps()
+    _held_generation = None
 
 
 def evaluate_candidate(genotype: AnyGenotype, fidelity: int, ctx: EvalContext,
                        generation: int) -> records.TrainResult:
   """Trains one candidate for `fidelity` epochs, once per training seed; what an executor runs.
 
-  `generation` is the candidate's (`hold_generation`).
+  `generation` is the candidate's generation in its search: the compiled steps of other
+  generations are dropped first (`hold_generation`).
   """
   hold_generation(ctx, generation)
   train, val = ctx.data.train_val()
@@ -277,7 +289,7 @@ class Search:
                                   shared_start=cfg.shared_start,
                                   new_networks=cfg.new_networks)
       getattr(self, _LOOPS[cfg.mode])(optimizer, budget)
-    train_lib.drop_compiled_steps()  # the final stage compiles its few winners alone
+    release_generation()  # the final stage compiles its few winners alone
     return self.store.trials()
 
   def _loop(self, optimizer, budget: int) -> None:

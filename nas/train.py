@@ -334,9 +334,9 @@ def compiled_steps(architecture: AnyGenotype, num_classes: int, dtype: str, opti
 def drop_compiled_steps() -> None:
   """Drops every architecture's compiled steps, executables included.
 
-  For a new generation of a search (`nas.search.hold_generation`). JAX's own caches stay,
-  so that each generation does not trace again what every network shares
-  (benchmarks/RESULTS.md).
+  For a new generation of a search and its end (`nas.search.hold_generation`,
+  `release_generation`). JAX's own caches stay, so that each generation does not trace
+  again what every network shares (benchmarks/RESULTS.md).
   """
   compiled_steps.cache_clear()
   gc.collect()  # frees what the cache held before the heap is trimmed

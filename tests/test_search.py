@@ -142,7 +142,11 @@ def test_a_search_holds_one_generations_compiled_steps(tmp_path, monkeypatch, mo
   train_lib.drop_compiled_steps()
   config = _config(optimizer='random', budget=12, population=4, new_networks=True, mode=mode)
   config.search.fidelity.update(rungs=(1, 3) if mode == 'sync' else (), eta=2)
-  trials = _run(config, tmp_path, [], executors.LocalExecutor(compile_ahead))
+  executor = executors.LocalExecutor(compile_ahead)
+  try:
+    trials = _run(config, tmp_path, [], executor)
+  finally:
+    executor.shutdown()
   assert len({t.genotype_hash for t in trials}) == 12
   # Each architecture compiled once: no drop lost steps that a training or promotion needed.
   assert len({id(steps) for steps in compiled}) == 12
@@ -154,6 +158,24 @@ def test_a_search_holds_one_generations_compiled_steps(tmp_path, monkeypatch, mo
     # A promotion finds its network's steps (4 held, not 5); the next generation does not.
     assert held == [1, 2, 3, 4, 4, 4] * 3
   assert train_lib.compiled_steps.cache_info().currsize == 0  # the final stage starts afresh
+
+
+def test_a_process_drops_its_steps_when_another_generation_or_search_arrives():
+  def context(workdir):
+    return search_lib.EvalContext(_UNUSED_DATA, 4, 0, None, None, 'accuracy', workdir)
+  def compile_and_count(genotype):
+    train_lib.compiled_steps(genotype, 4, 'float32', 'adamw', 0.9, augment_lib.AugmentConfig())
+    return train_lib.compiled_steps.cache_info().currsize
+  one, two = (Genotype((Stage(1, 'conv', 3, width, 1, 'none', 'max'),), stem_width=8)
+              for width in (8, 16))
+  held = []
+  for workdir, generation, genotype in [('a', 0, one), ('a', 0, two), ('a', 1, one),
+                                        ('b', 1, two), ('b', 1, one)]:
+    search_lib.hold_generation(context(workdir), generation)
+    held.append(compile_and_count(genotype))
+  assert held == [1, 2, 1, 1, 2]  # generation 1 of search a, then search b, start afresh
+  search_lib.release_generation()
+  assert train_lib.compiled_steps.cache_info().currsize == 0
 
 
 class _DiesAfter(executors.LocalExecutor):
