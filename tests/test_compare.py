@@ -109,6 +109,31 @@ def test_study_summary_on_hand_made_runs():
   assert list(de.runs) == [1, 2, 2, 2]
 
 
+def test_each_optimizer_is_compared_with_the_baseline_seed_by_seed():
+  runs = [_run(o, s) for o in ('pso', 'de', 'random') for s in (0, 1)]
+  summary = report.study_summary(runs, [report.leaderboard(r) for r in runs])
+  rows = summary.set_index('optimizer')
+  # pso: 0.8 - 0.7 and 0.95 - 0.8; de: 0.4 - 0.7 and 0.6 - 0.8. Two seeds of one sign give
+  # Wilcoxon's smallest two-sided p at two seeds, 2 / 2^2.
+  assert rows.loc['pso', 'best_val_vs_baseline_mean'] == pytest.approx(0.125)
+  assert rows.loc['de', 'best_val_vs_baseline_mean'] == pytest.approx(-0.25)
+  assert rows.loc['pso', 'best_val_vs_baseline_p'] == pytest.approx(0.5)
+  assert (rows.paired_runs == 2).all()
+  assert math.isnan(rows.loc['random', 'best_val_vs_baseline_p'])
+  shown = report._study_display(summary, 'accuracy', 'random')
+  assert list(shown["best val − random's, paired by seed"]) == [
+      '+0.1250 (Wilcoxon p 0.5, 2 seeds)', '-0.2500 (Wilcoxon p 0.5, 2 seeds)', '—']
+  # Ten seeds: all ten above the baseline, p = 2 / 2^10; the one below of the smallest size
+  # adds the sign pattern of rank sum 1 to each tail: 4 / 2^10. A seed without a baseline run
+  # (NaN) pairs nothing.
+  above = [0.001 * (k + 1) for k in range(10)]
+  assert report._paired_test(above + [math.nan])['best_val_vs_baseline_p'] == pytest.approx(
+      2 / 2**10)
+  assert report._paired_test([-above[0], *above[1:]]) == pytest.approx(
+      {'best_val_vs_baseline_mean': (sum(above) - 2 * above[0]) / 10,
+       'best_val_vs_baseline_p': 4 / 2**10, 'paired_runs': 10})
+
+
 def test_a_miss_counts_in_the_mean_and_is_shown_as_a_lower_bound():
   # pso seed 0 reaches random's 0.7 at candidate 3; in seed 1 it is cut to never reaching 0.8.
   pso1 = _run('pso', 1)
@@ -269,6 +294,7 @@ def test_study_merges_its_runs_into_one_leaderboard(study):
   assert summary.loc['random', 'reached_baseline'] == 2  # random always reaches its own best
 
   assert "evaluations to random's best" in markdown
+  assert "best val − random's, paired by seed" in markdown
   assert 'pso_synthetic pso seed 1' in markdown  # the per-run table
   html = (workdir / 'report.html').read_text()
   assert 'src="data:image/png;base64,' in html and 'pso-seed0/report.html' in html
