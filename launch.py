@@ -106,6 +106,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   from datasets import cache as data_cache  # pylint: disable=g-import-not-at-top
   from nas.store import TrialStore  # pylint: disable=g-import-not-at-top
 
+  executors.check_config(config.executor)
+  executors.prepare_this_process(config.executor)
   store = (TrialStore(workdir) if os.path.exists(os.path.join(workdir, 'trials.sqlite'))
            else None)
   try:
@@ -132,7 +134,6 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
     data = datasets.Spec.from_config(config.data, data_dir, config.seed)
     splits = data.load()
     search.check_config(config, splits.task, len(splits.class_names))
-    executors.check_kind(config.executor)
     fingerprint = splits.fingerprint()
     if store and 'data' in stored and json.loads(stored['data']) != fingerprint:
       then = json.loads(stored['data'])['sizes']
@@ -161,13 +162,15 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
     store = store or TrialStore.open_or_create(host_dir, **meta)
     logging.info('workdir %s; train %d, val %d, test %d images', workdir,
                  len(splits.train.labels), len(splits.val.labels), len(splits.test.labels))
-    executor = executors.make(config.executor, host_dir, compilation_cache)
     try:
-      search.Search(config, data, len(splits.class_names), store, executor, splits.task,
-                    workdir).run()
+      executor = executors.make(config.executor, host_dir, compilation_cache)
+      try:
+        search.Search(config, data, len(splits.class_names), store, executor, splits.task,
+                      workdir).run()
+      finally:
+        executor.shutdown()  # its workers' devices are the final stage's
       final.run_final(config, data, store, workdir)
     finally:
-      executor.shutdown()
       train_lib.forget_compiled_steps()
   finally:
     if store:

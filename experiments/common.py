@@ -111,7 +111,7 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
       kind='local',
       compile_ahead=1,          # local: threads compiling the next candidates while one trains
       workers=2,                # process and dask: worker processes (one per accelerator)
-      accelerator='cpu',        # process: cpu | gpu | tpu, to pin each worker to a device
+      accelerator='cpu',        # process: cpu | gpu, gpu to pin each worker to its own GPU
       address='',               # dask: scheduler address; empty = a LocalCluster
       slurm=ml_collections.ConfigDict(dict(
           cluster='',           # empty = SLURM if sbatch exists, 'local' = local processes

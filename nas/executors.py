@@ -2,7 +2,7 @@
 
 `executor.kind` picks one:
 - local: in this process, one candidate at a time (the default).
-- process: a pool of worker processes, one per accelerator (each pinned to its device) or
+- process: a pool of worker processes, one per GPU (each pinned to its device) or
   `workers` CPU processes.
 - dask: a dask.distributed cluster: a LocalCluster of `workers` processes, or the scheduler
   at `address`.
@@ -93,10 +93,6 @@ def _start_worker(slots, accelerator: str, compilation_cache: str) -> None:
   if accelerator == 'gpu':
     os.environ['CUDA_VISIBLE_DEVICES'] = device_for_slot(
         slot, os.environ.get('CUDA_VISIBLE_DEVICES', ''))
-  elif accelerator == 'tpu':
-    os.environ['TPU_VISIBLE_CHIPS'] = str(slot)
-    os.environ['TPU_PROCESS_BOUNDS'] = '1,1,1'
-    os.environ['TPU_CHIPS_PER_PROCESS_BOUNDS'] = '1,1,1'
   _use_compilation_cache(compilation_cache)
 
 
@@ -123,7 +119,7 @@ def _use_compilation_cache(directory: str) -> None:
 
 
 class ProcessExecutor:
-  """A pool of spawned worker processes; on an accelerator host, one per device."""
+  """A pool of spawned worker processes; on a GPU host, one per device."""
 
   def __init__(self, workers: int, accelerator: str, compilation_cache: str):
     self.slots = workers
@@ -237,13 +233,45 @@ EXECUTORS: dict[str, Callable[[ml_collections.ConfigDict, str, str], Any]] = {
 }
 
 
-def check_kind(config: ml_collections.ConfigDict) -> None:
+_ACCELERATORS = ('cpu', 'gpu', 'tpu')
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Refuses an executor block (the experiment's `executor`) that cannot work."""
   if config.kind not in EXECUTORS:
     raise errors.UserError(f'unknown executor.kind {config.kind!r}; choose one of '
                            f'{", ".join(EXECUTORS)}')
+  if config.accelerator not in _ACCELERATORS:
+    raise errors.UserError(f'unknown executor.accelerator {config.accelerator!r}; choose one '
+                           f'of {", ".join(_ACCELERATORS)}')
+  if config.kind == 'process' and config.accelerator == 'tpu':
+    # libtpu lets one process hold the host's TPU, and this one opens it (its JAX client
+    # keeps the search's records and then trains the final stage): workers would fall back
+    # to the CPU.
+    raise errors.UserError(
+        'executor.kind=process cannot share a TPU host between worker processes; use '
+        'executor.kind=local, which trains each candidate over every chip, or slurm')
+  if config.kind == 'dask' and not config.address and config.accelerator != 'cpu':
+    raise errors.UserError(
+        f'executor.accelerator={config.accelerator} pins one worker to each device with '
+        'executor.kind=process only; a dask LocalCluster\'s workers would each take every '
+        'device. Use executor.kind=process, or pass executor.address of a cluster whose '
+        'workers each see their own device (e.g. one dask-cuda worker per GPU)')
+
+
+def prepare_this_process(config: ml_collections.ConfigDict) -> None:
+  """Call before this process starts JAX: leaves the host's GPUs to `process` workers.
+
+  JAX's client takes 75% of every GPU's memory when it starts, and this process starts one
+  too (it keeps the search's records, then trains the final stage), so workers pinned one to
+  each GPU would find a quarter of it left. Here it allocates as it needs instead (its
+  workers inherit that); a value the user set stays.
+  """
+  if config.kind == 'process' and config.accelerator == 'gpu':
+    os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
 
 def make(config: ml_collections.ConfigDict, workdir: str, compilation_cache: str = ''):
   """The executor that `config` (the experiment's `executor` block) names."""
-  check_kind(config)
+  check_config(config)
   return EXECUTORS[config.kind](config, workdir, compilation_cache)

@@ -1069,7 +1069,8 @@ def study_summary(runs: Sequence[Run], boards: Sequence[pd.DataFrame],
   ensembled_runs that have one.
   best_val_vs_baseline: per seed, a run's best_val minus `baseline`'s with the same seed;
   their mean, and the two-sided p of Wilcoxon's signed-rank test that they centre on zero
-  (seeds of equal bests dropped; scipy's p is exact up to 13 seeds), over the paired_runs.
+  (seeds of equal bests, tied_runs, dropped; scipy's p is exact up to 13 seeds), over the
+  paired_runs.
   """
   curves = [anytime(run) for run in runs]
   reached = _evaluations_per_run(runs, curves, baseline)
@@ -1131,7 +1132,8 @@ def _paired_test(differences: Sequence[float]) -> dict[str, float | int]:
   p = (float(stats.wilcoxon(paired).pvalue) if np.any(paired != 0)
        else float('nan'))
   return {'best_val_vs_baseline_mean': float(paired.mean()) if paired.size else float('nan'),
-          'best_val_vs_baseline_p': p, 'paired_runs': int(paired.size)}
+          'best_val_vs_baseline_p': p, 'paired_runs': int(paired.size),
+          'tied_runs': int(np.sum(paired == 0))}
 
 
 def _evaluations_to_baseline(curve: np.ndarray, target: float | None) -> float:
@@ -1219,7 +1221,9 @@ def _fmt_paired(row: pd.Series, baseline: str) -> str:
   if row.optimizer == baseline or not row.paired_runs:
     return _NA
   p = _NA if np.isnan(row.best_val_vs_baseline_p) else f'{row.best_val_vs_baseline_p:.2g}'
-  return f'{row.best_val_vs_baseline_mean:+.4f} (Wilcoxon p {p}, {row.paired_runs} seeds)'
+  tied = f', {row.tied_runs} tied' if row.tied_runs else ''
+  return (f'{row.best_val_vs_baseline_mean:+.4f} (Wilcoxon p {p}, {row.paired_runs} seeds'
+          f'{tied})')
 
 
 def _fmt_reached(evaluations: float, candidates: int) -> str:
@@ -1310,8 +1314,9 @@ def write_study(workdirs: Sequence[str], out_dir: str, title: str = '',
       (f'Paired with {baseline}',
        (f'per seed, a run\'s best validation value minus {baseline}\'s with the same seed: '
         'their mean, and the two-sided p of Wilcoxon\'s signed-rank test that they centre on '
-        'zero (seeds of equal bests dropped); with n seeds no p falls below 2 / 2^n (0.25 at '
-        '3 seeds, 0.002 at 10), so few seeds cannot show a difference at any size')
+        'zero (seeds of equal bests, "tied", dropped); with n seeds of unequal bests no p '
+        'falls below 2 / 2^n (0.25 at 3 seeds, 0.002 at 10), so few seeds cannot show a '
+        'difference at any size')
        if has_baseline else f'not computed: the study has no {baseline} runs'),
       ('Winner test', 'each run\'s winner, retrained and tested once per final seed; '
                       'mean ± std over runs' + (

@@ -131,7 +131,15 @@ def test_each_optimizer_is_compared_with_the_baseline_seed_by_seed():
       2 / 2**10)
   assert report._paired_test([-above[0], *above[1:]]) == pytest.approx(
       {'best_val_vs_baseline_mean': (sum(above) - 2 * above[0]) / 10,
-       'best_val_vs_baseline_p': 4 / 2**10, 'paired_runs': 10})
+       'best_val_vs_baseline_p': 4 / 2**10, 'paired_runs': 10, 'tied_runs': 0})
+  # A tied seed is paired but left out of the test: three seeds above, one tied.
+  tied = report._paired_test([0.0, *above[:3]])
+  assert (tied['paired_runs'], tied['tied_runs']) == (4, 1)
+  assert tied['best_val_vs_baseline_p'] == pytest.approx(2 / 2**3)
+  shown = report._study_display(pd.DataFrame([{**rows.loc['pso'], 'optimizer': 'pso', **tied}]),
+                                'accuracy', 'random')
+  assert shown["best val − random's, paired by seed"][0] == (
+      '+0.0015 (Wilcoxon p 0.25, 4 seeds, 1 tied)')
 
 
 def test_a_miss_counts_in_the_mean_and_is_shown_as_a_lower_bound():

@@ -1,7 +1,10 @@
 """Every executor runs the same synchronous search as the local one: same trials, same order."""
+import os
+
 import pytest
 
 from benchmarks import kill_resume
+import experiments
 from nas import errors
 from nas import executors
 
@@ -37,3 +40,44 @@ def test_a_gpu_worker_takes_its_slot_of_the_jobs_own_devices(slot, visible, devi
 def test_more_gpu_workers_than_the_job_has_is_one_clear_error():
   with pytest.raises(errors.UserError, match='CUDA_VISIBLE_DEVICES=4,5 holds 2'):
     executors.device_for_slot(2, '4,5')
+
+
+def _executor(**fields):
+  config = experiments.get_config('pso_synthetic', 'smoke').executor
+  config.update(fields)
+  return config
+
+
+@pytest.mark.parametrize('fields, message', [
+    (dict(kind='pool'), "unknown executor.kind 'pool'"),
+    (dict(kind='process', accelerator='cuda'), "unknown executor.accelerator 'cuda'"),
+    (dict(kind='process', accelerator='tpu'), 'cannot share a TPU host'),
+    (dict(kind='dask', accelerator='gpu'), "a dask LocalCluster's workers would each take"),
+])
+def test_an_executor_that_cannot_work_is_one_clear_error(fields, message):
+  with pytest.raises(errors.UserError, match=message):
+    executors.check_config(_executor(**fields))
+
+
+@pytest.mark.parametrize('fields', [
+    dict(kind='process', accelerator='gpu'), dict(kind='dask', accelerator='gpu',
+                                                  address='tcp://scheduler:8786'),
+    dict(kind='slurm'), dict(kind='local')])
+def test_executors_that_can_work_pass_the_check(fields):
+  executors.check_config(_executor(**fields))
+
+
+@pytest.mark.parametrize('fields, user_value, expected', [
+    (dict(kind='process', accelerator='gpu'), None, 'false'),
+    (dict(kind='process', accelerator='gpu'), 'true', 'true'),  # the user's choice stays
+    (dict(kind='process', accelerator='cpu'), None, None),
+    (dict(kind='local'), None, None),
+])
+def test_gpu_workers_leave_the_search_process_no_preallocated_memory(monkeypatch, fields,
+                                                                      user_value, expected):
+  # setenv first, so that the variable is restored (or removed) after the test
+  monkeypatch.setenv('XLA_PYTHON_CLIENT_PREALLOCATE', user_value or '')
+  if not user_value:
+    monkeypatch.delenv('XLA_PYTHON_CLIENT_PREALLOCATE')
+  executors.prepare_this_process(_executor(**fields))
+  assert os.environ.get('XLA_PYTHON_CLIENT_PREALLOCATE') == expected
