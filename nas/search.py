@@ -10,7 +10,7 @@ result the moment it is stored, asking a new candidate at once, so no worker wai
 slowest of a batch. Which candidate finishes first is up to the machine, so two async runs
 differ; a resumed async search still replays its own history exactly, because among the
 candidates in flight the one stored first is the one that finished first (given the same
-number of workers, which `--resume` keeps).
+number of executor slots, which `--resume` checks).
 
 The search sees the training and validation splits only (`Spec.train_val`), never the test split.
 """

@@ -78,6 +78,24 @@ def test_config_differences_name_what_changes_the_trials_and_skip_where_they_run
   assert experiments.config_differences(then, many, shown=2)[-1] == '2 more'
 
 
+@pytest.mark.parametrize('overrides, differences', [
+    (['executor.kind=process', 'executor.workers=1'], []),  # one slot, as local's
+    (['executor.kind=process', 'executor.workers=3'], [
+        'executor slots of an async search: 1 -> 3']),
+    (['executor.kind=slurm', 'executor.slurm.array_parallelism=8'], [
+        'executor slots of an async search: 1 -> 8']),
+])
+def test_an_async_search_resumes_only_with_as_many_executor_slots(overrides, differences):
+  # The async search asks as many candidates at a time as its executor trains at once.
+  then = experiments.get_config('pso_brain_mri', 'smoke', ['search.mode=async']).to_dict()
+  now = experiments.get_config('pso_brain_mri', 'smoke',
+                               ['search.mode=async', *overrides]).to_dict()
+  assert experiments.config_differences(then, now) == differences
+  sync = experiments.get_config('pso_brain_mri', 'smoke', overrides).to_dict()
+  assert experiments.config_differences(
+      experiments.get_config('pso_brain_mri', 'smoke').to_dict(), sync) == []
+
+
 def test_unknown_experiment_suggests_near_names():
   with pytest.raises(errors.UserError, match='did you mean pso_brain_mri'):
     experiments.get_config('pso_brain_mr', 'smoke')
