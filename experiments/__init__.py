@@ -15,6 +15,7 @@ import ml_collections
 
 from experiments.common import PRESETS
 from nas import errors
+from nas import executors
 
 
 def names() -> list[str]:
@@ -113,7 +114,8 @@ def config_differences(then: dict, now: dict, shown: int = 5) -> list[str]:
   search checks one by one as it replays them (launch.py refuses it for an optimizer whose
   asks depend on the budget: `nas.optimizers.EXTENSIBLE`). `then` lacking a field of
   `FIELDS_ADDED_LATER` had that field's earlier value. The exception to the executor's
-  freedom: an async search asks as many candidates at a time as its executor has slots.
+  freedom: an async search asks as many candidates at a time as its executor has slots
+  (`nas.executors.slots`, named as 'executor slots of an async search: then -> now').
   """
   flat_then, flat_now = {**FIELDS_ADDED_LATER, **_flatten(then)}, _flatten(now)
   missing = '(absent)'
@@ -122,21 +124,10 @@ def config_differences(then: dict, now: dict, shown: int = 5) -> list[str]:
              if not key.startswith(_WHERE_IT_RUNS) and key not in _SAVING_ONLY
              and flat_then.get(key, missing) != flat_now.get(key, missing)
              and not _extends_the_search(key, flat_then, flat_now)]
-  if flat_now.get('search.mode') == 'async' and _slots(flat_then) != _slots(flat_now):
-    changed.append(f'executor slots of an async search: {_slots(flat_then)} -> '
-                   f'{_slots(flat_now)}')
+  slots_then, slots_now = executors.slots(then['executor']), executors.slots(now['executor'])
+  if flat_now.get('search.mode') == 'async' and slots_then != slots_now:
+    changed.append(f'executor slots of an async search: {slots_then} -> {slots_now}')
   return changed[:shown] + ([f'{len(changed) - shown} more'] if len(changed) > shown else [])
-
-
-# executor.kind -> the field that says how many candidates it trains at once
-# (`nas.executors`, each executor's `slots`); a kind not named here trains one.
-_SLOTS_FIELD = {'process': 'executor.workers', 'dask': 'executor.workers',
-                'slurm': 'executor.slurm.array_parallelism'}
-
-
-def _slots(flat: dict) -> int:
-  field = _SLOTS_FIELD.get(flat.get('executor.kind'))
-  return flat[field] if field else 1
 
 
 def _extends_the_search(key: str, flat_then: dict, flat_now: dict) -> bool:

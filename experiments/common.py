@@ -110,7 +110,7 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
   c.executor = ml_collections.ConfigDict(dict(
       kind='local',
       compile_ahead=1,          # local: threads compiling the next candidates while one trains
-      workers=2,                # process and dask: worker processes (one per accelerator)
+      workers=2,                # process and dask: worker processes (process: one per GPU)
       accelerator='cpu',        # process: cpu | gpu, gpu to pin each worker to its own GPU
       address='',               # dask: scheduler address; empty = a LocalCluster
       slurm=ml_collections.ConfigDict(dict(

@@ -244,19 +244,31 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.accelerator not in _ACCELERATORS:
     raise errors.UserError(f'unknown executor.accelerator {config.accelerator!r}; choose one '
                            f'of {", ".join(_ACCELERATORS)}')
-  if config.kind == 'process' and config.accelerator == 'tpu':
+  local_workers = config.kind == 'process' or (config.kind == 'dask' and not config.address)
+  if local_workers and config.accelerator == 'tpu':
     # libtpu lets one process hold the host's TPU, and this one opens it (its JAX client
     # keeps the search's records and then trains the final stage): workers would fall back
     # to the CPU.
     raise errors.UserError(
-        'executor.kind=process cannot share a TPU host between worker processes; use '
+        f'executor.kind={config.kind} cannot share a TPU host between worker processes; use '
         'executor.kind=local, which trains each candidate over every chip, or slurm')
-  if config.kind == 'dask' and not config.address and config.accelerator != 'cpu':
+  if config.kind == 'dask' and local_workers and config.accelerator == 'gpu':
     raise errors.UserError(
-        f'executor.accelerator={config.accelerator} pins one worker to each device with '
-        'executor.kind=process only; a dask LocalCluster\'s workers would each take every '
-        'device. Use executor.kind=process, or pass executor.address of a cluster whose '
-        'workers each see their own device (e.g. one dask-cuda worker per GPU)')
+        'executor.accelerator=gpu pins one worker to each GPU with executor.kind=process '
+        'only; a dask LocalCluster\'s workers would each take every GPU. Use '
+        'executor.kind=process, or pass executor.address of a cluster whose workers each see '
+        'their own GPU (e.g. one dask-cuda worker per GPU)')
+
+
+def slots(config) -> int:
+  """How many candidates the executor of the block `config` (a ConfigDict, or its dict as a
+  store keeps it) trains at once: its executor's `slots`, what an async search keeps in flight.
+  """
+  if config['kind'] in ('process', 'dask'):
+    return config['workers']
+  if config['kind'] == 'slurm':
+    return config['slurm']['array_parallelism']
+  return 1
 
 
 def prepare_this_process(config: ml_collections.ConfigDict) -> None:
@@ -272,6 +284,5 @@ def prepare_this_process(config: ml_collections.ConfigDict) -> None:
 
 
 def make(config: ml_collections.ConfigDict, workdir: str, compilation_cache: str = ''):
-  """The executor that `config` (the experiment's `executor` block) names."""
-  check_config(config)
+  """The executor that `config` (the experiment's `executor` block, checked) names."""
   return EXECUTORS[config.kind](config, workdir, compilation_cache)

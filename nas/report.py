@@ -1069,8 +1069,7 @@ def study_summary(runs: Sequence[Run], boards: Sequence[pd.DataFrame],
   ensembled_runs that have one.
   best_val_vs_baseline: per seed, a run's best_val minus `baseline`'s with the same seed;
   their mean, and the two-sided p of Wilcoxon's signed-rank test that they centre on zero
-  (seeds of equal bests, tied_runs, dropped; scipy's p is exact up to 13 seeds), over the
-  paired_runs.
+  (seeds of equal bests, tied_runs, dropped), over the paired_runs.
   """
   curves = [anytime(run) for run in runs]
   reached = _evaluations_per_run(runs, curves, baseline)
@@ -1106,18 +1105,25 @@ def _evaluations_per_run(runs: Sequence[Run], curves: Sequence[np.ndarray],
                          baseline: str) -> list[float]:
   """Per run (its anytime curve beside it), the candidates it asked until its best so far
   reached what `baseline` found with the same seed in its whole budget."""
-  targets = {run.setting('seed', None): _final_value(curve)
-             for run, curve in zip(runs, curves) if run.optimizer == baseline}
+  targets = _baseline_bests(runs, curves, baseline)
   return [_evaluations_to_baseline(curve, targets.get(run.setting('seed', None)))
           for run, curve in zip(runs, curves)]
+
+
+def _baseline_bests(runs: Sequence[Run], curves: Sequence[np.ndarray],
+                    baseline: str) -> dict[Any, float]:
+  """Seed -> the best validation value `baseline`'s run of that seed found."""
+  return {run.setting('seed', None): _final_value(curve)
+          for run, curve in zip(runs, curves) if run.optimizer == baseline}
 
 
 def _differences_from_baseline(runs: Sequence[Run], curves: Sequence[np.ndarray],
                               baseline: str) -> list[float]:
   """Per run, its best validation value minus `baseline`'s with the same seed, or NaN."""
-  bests = {run.setting('seed', None): _final_value(curve)
-           for run, curve in zip(runs, curves) if run.optimizer == baseline}
-  return [_final_value(curve) - bests.get(run.setting('seed', None), float('nan'))
+  bests = _baseline_bests(runs, curves, baseline)
+  # Rounded so that equal differences of unequal values (0.9754 - 0.9753, 0.9710 - 0.9709)
+  # rank as the ties they are.
+  return [round(_final_value(curve) - bests.get(run.setting('seed', None), float('nan')), 9)
           for run, curve in zip(runs, curves)]
 
 
@@ -1129,8 +1135,9 @@ def _paired_test(differences: Sequence[float]) -> dict[str, float | int]:
   training seeds). p is NaN where every difference is zero or missing (the baseline itself).
   """
   paired = np.asarray([d for d in differences if np.isfinite(d)])
-  p = (float(stats.wilcoxon(paired).pvalue) if np.any(paired != 0)
-       else float('nan'))
+  unequal = paired[paired != 0]  # dropped by the test; given it, scipy's p is exact for up to
+  # 13 seeds of unequal bests where two differ by the same amount, and 50 otherwise
+  p = float(stats.wilcoxon(unequal).pvalue) if unequal.size else float('nan')
   return {'best_val_vs_baseline_mean': float(paired.mean()) if paired.size else float('nan'),
           'best_val_vs_baseline_p': p, 'paired_runs': int(paired.size),
           'tied_runs': int(np.sum(paired == 0))}
@@ -1222,7 +1229,8 @@ def _fmt_paired(row: pd.Series, baseline: str) -> str:
     return _NA
   p = _NA if np.isnan(row.best_val_vs_baseline_p) else f'{row.best_val_vs_baseline_p:.2g}'
   tied = f', {row.tied_runs} tied' if row.tied_runs else ''
-  return (f'{row.best_val_vs_baseline_mean:+.4f} (Wilcoxon p {p}, {row.paired_runs} seeds'
+  seeds = 'seed' if row.paired_runs == 1 else 'seeds'
+  return (f'{row.best_val_vs_baseline_mean:+.4f} (Wilcoxon p {p}, {row.paired_runs} {seeds}'
           f'{tied})')
 
 
@@ -1315,8 +1323,8 @@ def write_study(workdirs: Sequence[str], out_dir: str, title: str = '',
        (f'per seed, a run\'s best validation value minus {baseline}\'s with the same seed: '
         'their mean, and the two-sided p of Wilcoxon\'s signed-rank test that they centre on '
         'zero (seeds of equal bests, "tied", dropped); with n seeds of unequal bests no p '
-        'falls below 2 / 2^n (0.25 at 3 seeds, 0.002 at 10), so few seeds cannot show a '
-        'difference at any size')
+        'falls below 2 / 2^n (0.25 at 3 seeds, 0.002 at 10; exact p up to 13 such seeds), '
+        'so few seeds cannot show a difference at any size')
        if has_baseline else f'not computed: the study has no {baseline} runs'),
       ('Winner test', 'each run\'s winner, retrained and tested once per final seed; '
                       'mean ± std over runs' + (

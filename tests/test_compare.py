@@ -132,6 +132,14 @@ def test_each_optimizer_is_compared_with_the_baseline_seed_by_seed():
   assert report._paired_test([-above[0], *above[1:]]) == pytest.approx(
       {'best_val_vs_baseline_mean': (sum(above) - 2 * above[0]) / 10,
        'best_val_vs_baseline_p': 4 / 2**10, 'paired_runs': 10, 'tied_runs': 0})
+  # Equal differences of unequal values are equal: Wilcoxon ranks them as tied.
+  runs = [_run(o, s) for s in (0, 1) for o in ('random', 'pso')]
+  curves = [np.array([v]) for v in (0.9753, 0.9754, 0.9709, 0.9710)]
+  differences = report._differences_from_baseline(runs, curves, 'random')
+  assert differences[1] == differences[3] == pytest.approx(0.0001)
+  # Twelve tied seeds leave two to the test, and its exact p at two: 2 / 2^2.
+  assert report._paired_test([0.0] * 12 + above[:2])['best_val_vs_baseline_p'] == (
+      pytest.approx(0.5))
   # A tied seed is paired but left out of the test: three seeds above, one tied.
   tied = report._paired_test([0.0, *above[:3]])
   assert (tied['paired_runs'], tied['tied_runs']) == (4, 1)
