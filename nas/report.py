@@ -1135,8 +1135,9 @@ def _paired_test(differences: Sequence[float]) -> dict[str, float | int]:
   training seeds). p is NaN where every difference is zero or missing (the baseline itself).
   """
   paired = np.asarray([d for d in differences if np.isfinite(d)])
-  unequal = paired[paired != 0]  # dropped by the test; given it, scipy's p is exact for up to
-  # 13 seeds of unequal bests where two differ by the same amount, and 50 otherwise
+  # The test drops the zeros; given them, scipy would count them in its limit of 13 seeds
+  # for an exact p where two differences are equal (50 otherwise).
+  unequal = paired[paired != 0]
   p = float(stats.wilcoxon(unequal).pvalue) if unequal.size else float('nan')
   return {'best_val_vs_baseline_mean': float(paired.mean()) if paired.size else float('nan'),
           'best_val_vs_baseline_p': p, 'paired_runs': int(paired.size),
