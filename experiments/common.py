@@ -111,7 +111,8 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
       kind='local',
       compile_ahead=1,          # local: threads compiling the next candidates while one trains
       workers=2,                # process and dask: worker processes (process: one per GPU)
-      accelerator='cpu',        # process: cpu | gpu, gpu to pin each worker to its own GPU
+      accelerator='cpu',        # process: cpu | gpu, gpu pins each worker to its own GPU,
+                                # cpu keeps process and dask LocalCluster workers off GPUs
       address='',               # dask: scheduler address; empty = a LocalCluster
       slurm=ml_collections.ConfigDict(dict(
           cluster='',           # empty = SLURM if sbatch exists, 'local' = local processes

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import ml_collections
 
 from nas import errors
+from nas import host_memory
 
 
 class _Deferred(concurrent.futures.Future):
@@ -88,12 +89,12 @@ class LocalExecutor:
 
 
 def _start_worker(slots, accelerator: str, compilation_cache: str) -> None:
-  """Runs first in every worker process, before it imports JAX: takes a device slot."""
+  """Runs first in every worker process, before it starts JAX: takes a device slot."""
   slot = slots.get()
   if accelerator == 'gpu':
     os.environ['CUDA_VISIBLE_DEVICES'] = device_for_slot(
         slot, os.environ.get('CUDA_VISIBLE_DEVICES', ''))
-  _use_compilation_cache(compilation_cache)
+  _prepare_worker(accelerator == 'cpu', compilation_cache)
 
 
 def device_for_slot(slot: int, visible: str) -> str:
@@ -110,6 +111,21 @@ def device_for_slot(slot: int, visible: str) -> str:
                            f'CUDA_VISIBLE_DEVICES={visible} holds {len(devices)}; lower '
                            'executor.workers')
   return devices[slot]
+
+
+def _prepare_worker(cpu_only: bool, compilation_cache: str) -> None:
+  """Runs in a worker process started here, before its first computation."""
+  if cpu_only:
+    # JAX would open every GPU of the host, taking 75% of each, in every worker. It reads
+    # JAX_PLATFORMS when imported, which the spawned worker may have done already (it
+    # imports the launching script), so the option is set too. The malloc settings for CPU
+    # training were skipped when `nas` was imported on a host with a GPU plugin; JAX's CPU
+    # client has not started yet, so they still come first.
+    os.environ['JAX_PLATFORMS'] = 'cpu'
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update('jax_platforms', 'cpu')
+    host_memory.keep_freed_memory()
+  _use_compilation_cache(compilation_cache)
 
 
 def _use_compilation_cache(directory: str) -> None:
@@ -146,7 +162,7 @@ class ProcessExecutor:
 class DaskExecutor:
   """dask.distributed: a LocalCluster of worker processes, or an existing scheduler."""
 
-  def __init__(self, workers: int, address: str, compilation_cache: str):
+  def __init__(self, workers: int, address: str, accelerator: str, compilation_cache: str):
     import dask  # pylint: disable=g-import-not-at-top
     from distributed import Client, LocalCluster  # pylint: disable=g-import-not-at-top
     self.slots = workers
@@ -161,7 +177,8 @@ class DaskExecutor:
         self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                      dashboard_address=None)
       self._client = Client(self._cluster)
-    self._client.run(_use_compilation_cache, compilation_cache)
+    # An existing cluster's workers are the user's to place on devices.
+    self._client.run(_prepare_worker, not address and accelerator == 'cpu', compilation_cache)
 
   def submit(self, fn: Callable[..., Any], *args, **kwargs):
     return self._client.submit(fn, *args, pure=False, **kwargs)
@@ -227,7 +244,8 @@ EXECUTORS: dict[str, Callable[[ml_collections.ConfigDict, str, str], Any]] = {
     'local': lambda config, workdir, cache: LocalExecutor(config.compile_ahead),
     'process': lambda config, workdir, cache: ProcessExecutor(
         config.workers, config.accelerator, cache),
-    'dask': lambda config, workdir, cache: DaskExecutor(config.workers, config.address, cache),
+    'dask': lambda config, workdir, cache: DaskExecutor(
+        config.workers, config.address, config.accelerator, cache),
     'slurm': lambda config, workdir, cache: SlurmExecutor(
         os.path.join(workdir, 'slurm'), config.slurm, cache),
 }

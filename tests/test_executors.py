@@ -42,6 +42,24 @@ def test_more_gpu_workers_than_the_job_has_is_one_clear_error():
     executors.device_for_slot(2, '4,5')
 
 
+def _jax_platforms():
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.config.jax_platforms, os.environ.get('JAX_PLATFORMS'), jax.default_backend()
+
+
+# On this CPU host JAX would pick the CPU anyway, so the option itself is what is checked.
+@pytest.mark.parametrize('make', [
+    lambda: executors.ProcessExecutor(1, 'cpu', ''),
+    lambda: executors.DaskExecutor(1, '', 'cpu', ''),
+], ids=['process', 'dask'])
+def test_cpu_workers_keep_off_the_hosts_gpus(make):
+  executor = make()
+  try:
+    assert executor.submit(_jax_platforms).result() == ('cpu', 'cpu', 'cpu')
+  finally:
+    executor.shutdown()
+
+
 def _executor(**fields):
   config = experiments.get_config('pso_synthetic', 'smoke').executor
   config.update(fields)
