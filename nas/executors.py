@@ -94,7 +94,7 @@ def _start_worker(slots, accelerator: str, compilation_cache: str) -> None:
   if accelerator == 'gpu':
     os.environ['CUDA_VISIBLE_DEVICES'] = device_for_slot(
         slot, os.environ.get('CUDA_VISIBLE_DEVICES', ''))
-  _prepare_worker(accelerator == 'cpu', compilation_cache)
+  prepare_worker(accelerator == 'cpu', compilation_cache)
 
 
 def device_for_slot(slot: int, visible: str) -> str:
@@ -113,14 +113,14 @@ def device_for_slot(slot: int, visible: str) -> str:
   return devices[slot]
 
 
-def _prepare_worker(cpu_only: bool, compilation_cache: str) -> None:
-  """Runs in a worker process started here, before its first computation."""
+def prepare_worker(cpu_only: bool, compilation_cache: str) -> None:
+  """Runs in a worker process, before its first computation."""
   if cpu_only:
     # JAX would open every GPU of the host, taking 75% of each, in every worker. It reads
     # JAX_PLATFORMS when imported, which the spawned worker may have done already (it
     # imports the launching script), so the option is set too. The malloc settings for CPU
     # training were skipped when `nas` was imported on a host with a GPU plugin; JAX's CPU
-    # client has not started yet, so they still come first.
+    # client has not started its threads yet, so they still come before those.
     os.environ['JAX_PLATFORMS'] = 'cpu'
     import jax  # pylint: disable=g-import-not-at-top
     jax.config.update('jax_platforms', 'cpu')
@@ -177,8 +177,10 @@ class DaskExecutor:
         self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                      dashboard_address=None)
       self._client = Client(self._cluster)
+    from nas import dask_plugin  # pylint: disable=g-import-not-at-top
     # An existing cluster's workers are the user's to place on devices.
-    self._client.run(_prepare_worker, not address and accelerator == 'cpu', compilation_cache)
+    self._client.register_plugin(dask_plugin.PrepareWorker(
+        not address and accelerator == 'cpu', compilation_cache))
 
   def submit(self, fn: Callable[..., Any], *args, **kwargs):
     return self._client.submit(fn, *args, pure=False, **kwargs)
@@ -187,6 +189,9 @@ class DaskExecutor:
     return contextlib.nullcontext()
 
   def shutdown(self) -> None:
+    from nas import dask_plugin  # pylint: disable=g-import-not-at-top
+    if self._cluster is None:  # the next user of the cluster needs none of this search's setup
+      self._client.unregister_worker_plugin(dask_plugin.PrepareWorker.name)
     self._client.close()
     if self._cluster is not None:
       self._cluster.close()

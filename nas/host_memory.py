@@ -14,7 +14,8 @@ back between candidates.
 client: a thread picks its arena on its first allocation, so they must come first.
 They are for CPU training: where an accelerator plugin for JAX is installed (the step's
 activations then live in device memory) and JAX_PLATFORMS does not ask for the CPU, glibc's
-defaults stay. MEDNAS_KEEP_FREED_MEMORY=0 leaves them everywhere (to measure the difference).
+defaults stay, but for executor workers told to use the CPU (`executors.prepare_worker`).
+MEDNAS_KEEP_FREED_MEMORY=0 leaves them everywhere (to measure the difference).
 """
 from __future__ import annotations
 

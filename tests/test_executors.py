@@ -48,16 +48,37 @@ def _jax_platforms():
 
 
 # On this CPU host JAX would pick the CPU anyway, so the option itself is what is checked.
-@pytest.mark.parametrize('make', [
-    lambda: executors.ProcessExecutor(1, 'cpu', ''),
-    lambda: executors.DaskExecutor(1, '', 'cpu', ''),
-], ids=['process', 'dask'])
-def test_cpu_workers_keep_off_the_hosts_gpus(make):
-  executor = make()
+def test_cpu_workers_keep_off_the_hosts_gpus(monkeypatch):
+  monkeypatch.delenv('JAX_PLATFORMS', raising=False)  # or workers would inherit it
+  process = executors.ProcessExecutor(1, 'cpu', '')
+  dask = executors.DaskExecutor(1, '', 'cpu', '')
   try:
-    assert executor.submit(_jax_platforms).result() == ('cpu', 'cpu', 'cpu')
+    assert process.submit(_jax_platforms).result() == ('cpu', 'cpu', 'cpu')
+    assert dask.submit(_jax_platforms).result() == ('cpu', 'cpu', 'cpu')
+    dask._client.restart()  # pylint: disable=protected-access
+    assert dask.submit(_jax_platforms).result() == ('cpu', 'cpu', 'cpu')  # a nanny's restart
   finally:
-    executor.shutdown()
+    process.shutdown()
+    dask.shutdown()
+
+
+def _plugins(dask_worker):
+  return sorted(dask_worker.plugins)
+
+
+def test_an_existing_dask_cluster_is_left_as_it_was(monkeypatch):
+  from distributed import Client, LocalCluster  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv('JAX_PLATFORMS', raising=False)
+  with LocalCluster(n_workers=1, processes=True, dashboard_address=None) as cluster, \
+      Client(cluster) as client:
+    before = list(client.run(_plugins).values())
+    executor = executors.DaskExecutor(1, cluster.scheduler_address, 'cpu', '')
+    try:
+      # Its workers are the user's to place on devices, whatever executor.accelerator says.
+      assert executor.submit(_jax_platforms).result()[:2] == (None, None)
+    finally:
+      executor.shutdown()
+    assert list(client.run(_plugins).values()) == before
 
 
 def _executor(**fields):
