@@ -8,6 +8,7 @@ Two optimizers are not one Nevergrad family: a grid (GridSearch) and TPEvo-CNN's
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any, Callable, Iterator, Sequence
 
 import nevergrad as ng
@@ -166,6 +167,7 @@ class DepthThenGenes:
     self._phase_one_budget = min(budget, population * max(1, round(budget / 2 / population)))
     self._base = np.zeros(space.dimension)
     self._coordinates = depth
+    self._check_a_depth_is_trainable()
     self._phase_one: list[tuple[Any, np.ndarray]] = []  # (loss, vector) of phase one's tells
     self._asked: dict[str, Any] = {}  # candidate uid -> (its phase, the phase's candidate)
     self._told: dict[str, Any] = {}  # shared by the phases' NewNetworks
@@ -173,6 +175,21 @@ class DepthThenGenes:
     self._de = self._phase = self._new_networks(
         self._sub_optimizer(_de(population, dict(options)), self._phase_one_budget))
     self._num_asked = 0
+
+  def _check_a_depth_is_trainable(self) -> None:
+    # Nevergrad redraws an untrainable point without end, so phase one would never ask.
+    genes = [self._space.searched[i] for i in self._coordinates]
+    depths = [[self._space.coordinate(gene, n) for n in self._space.choices[gene]]
+              for gene in genes]
+    if not any(self._trainable(self._base, self._coordinates, np.array(values))
+               for values in itertools.product(*depths)):
+      shallowest = _compose(self._base, self._coordinates, np.array([d[0] for d in depths]))
+      raise errors.UserError(
+          'optimizer tpevo searches the depth first with every other gene at its middle '
+          'value, and no depth of that network is trainable (the shallowest: '
+          f'{self._space.violation(self._space.decode(shallowest))}): make the middle values '
+          "trainable (a downsample 'none' in the middle of space.downsample, a narrower middle "
+          'width) or search fewer stages')
 
   def _sub_optimizer(self, family, budget: int):
     """`family` over the current phase's coordinates, the others fixed at `self._base`."""

@@ -183,8 +183,12 @@ class SearchSpace:
 
   def encode(self, genes: dict[str, Any]) -> np.ndarray:
     """The point in the middle of each gene's interval that decodes to `genes`."""
-    return special.ndtri(np.array([(self.choices[g].index(genes[g]) + 0.5) / len(self.choices[g])
-                                   for g in self.searched] or [0.5]))
+    return np.array([self.coordinate(g, genes[g]) for g in self.searched] or [0.0])
+
+  def coordinate(self, gene: str, value: Any) -> float:
+    """The middle of the interval of a searched gene's coordinate that decodes to `value`."""
+    values = self.choices[gene]
+    return float(special.ndtri((values.index(value) + 0.5) / len(values)))
 
   def decode(self, vector: np.ndarray) -> Genotype:
     """The genotype at a point; genes not searched take their single value."""

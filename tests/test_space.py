@@ -248,16 +248,25 @@ def test_tpevo_phase_two_before_any_phase_one_result_is_a_user_error():
       optimizer.ask()
 
 
+def test_tpevo_with_no_trainable_depth_in_phase_one_is_a_user_error():
+  # The middle downsample halves the size, and four halvings leave nothing of 12 px.
+  space = _space(image_size=12, downsample=('max', 'avg', 'conv', 'none'))
+  with pytest.raises(errors.UserError, match=r'no depth of that network is trainable \(the '
+                     r'shallowest: feature map shrinks to 0x0 \(minimum 1\) at 12px\)'):
+    optimizers.make('tpevo', space, seed=0, budget=20, population=5, options={})
+
+
 @pytest.mark.parametrize('name', sorted(n for n in optimizers.OPTIMIZERS if n != 'grid'))
 def test_every_optimizer_searches_the_space(name):
-  """1,000 candidates decode, all trainable (the optimizer redraws the rest); they build."""
-  space = _space(image_size=28)
+  """300 candidates decode, all trainable (the optimizer redraws the rest); they build."""
+  # At 12 px a third of the space is untrainable: four stages that all halve the size.
+  space = _space(image_size=12, downsample=('max', 'avg', 'none', 'conv'))
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', ng.errors.InefficientSettingsWarning)
-    optimizer = optimizers.make(name, space, seed=0, budget=1000,
+    optimizer = optimizers.make(name, space, seed=0, budget=300,
                                 population=10, options={})
     valid, invalid, hashes = [], 0, set()
-    for _ in range(100):
+    for _ in range(30):
       batch = [optimizer.ask() for _ in range(10)]
       for candidate in batch:
         genotype = space.decode(candidate.value)
@@ -266,7 +275,7 @@ def test_every_optimizer_searches_the_space(name):
         hashes.add(genotype.hash)
         if reason:
           invalid += 1
-          assert min(models.counting.feature_sizes(genotype, 28)) < 1
+          assert min(models.counting.feature_sizes(genotype, 12)) < 1
         else:
           valid.append(genotype)
         # A loss that rewards small, valid networks, so adaptive optimizers move.
@@ -274,9 +283,9 @@ def test_every_optimizer_searches_the_space(name):
         optimizer.tell(candidate, loss)
   assert valid, f'{name} proposed no valid genotype'
   # The parametrization's cheap constraint makes the optimizer redraw them.
-  assert invalid == 0, f'{name} proposed {invalid} untrainable genotypes out of 1000'
+  assert invalid == 0, f'{name} proposed {invalid} untrainable genotypes out of 300'
   assert len(hashes) > 5, f'{name} proposed only {len(hashes)} distinct genotypes'
   rng = np.random.default_rng(0)
   for genotype in rng.choice(valid, size=min(3, len(valid)), replace=False):
-    for image_size in (28, 64, 224):
+    for image_size in (12, 64, 224):
       assert _build_output_shape(genotype, image_size) == (1, 4)
