@@ -7,6 +7,7 @@ and upsamples it to the input. `models.network` exposes that feature map as the
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -17,14 +18,19 @@ from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 import datasets
+from models import compiler
 from models import network
 from models.saved import SavedModel
 
 
 def grad_cam(model: SavedModel, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
   """Heat maps in [0, 1], float32 (N, H, W) at the input size, for `classes` (N,)."""
-  x = network.preprocess(jnp.asarray(images))
-  module, variables = model.module, model.variables
+  return np.asarray(_jitted_grad_cam()(model.module, model.variables, jnp.asarray(images),
+                                       jnp.asarray(classes)))
+
+
+def _grad_cam(module, variables, images: jax.Array, classes: jax.Array) -> jax.Array:
+  x = network.preprocess(images)
   _, state = module.apply(variables, x, train=False, mutable=['intermediates'])
   features = state['intermediates'][network.FEATURES][0]
 
@@ -37,8 +43,14 @@ def grad_cam(model: SavedModel, images: np.ndarray, classes: np.ndarray) -> np.n
   weights = gradients.mean(axis=(1, 2), keepdims=True)
   cam = jax.nn.relu((weights * features).sum(axis=-1))
   cam = cam / jnp.maximum(cam.max(axis=(1, 2), keepdims=True), 1e-12)
-  size = images.shape[1:3]
-  return np.asarray(jax.image.resize(cam, (len(cam), *size), 'bilinear').clip(0, 1))
+  return jax.image.resize(cam, (len(cam), *images.shape[1:3]), 'bilinear').clip(0, 1)
+
+
+@functools.cache
+def _jitted_grad_cam():
+  # One compilation instead of dozens of op-by-op ones (seconds on a CPU); built on first
+  # use, as models.saved's, since the compiler options depend on the backend.
+  return jax.jit(_grad_cam, static_argnums=0, compiler_options=compiler.compiler_options())
 
 
 def pick_examples(labels: np.ndarray, predictions: np.ndarray, num_classes: int,

@@ -235,7 +235,7 @@ def test_list_experiments():
                     reason=f'brain tumour MRI data not found under {DATA_DIR} '
                            '(link ../shared/data to ./data or set MEDNAS_DATA_DIR)')
 def test_smoke_search_on_real_brain_mri(tmp_path):
-  result = _launch('--experiment=pso_brain_mri', '--preset=smoke',
+  result = _launch('--experiment=pso_brain_mri', '--preset=smoke', '--config.search.budget=2',
                    f'--workdir={tmp_path / "run"}', f'--data_dir={DATA_DIR}')
   assert result.returncode == 0, result.stderr[-5000:]
   board = pd.read_csv(tmp_path / 'run' / 'leaderboard.csv')
@@ -249,7 +249,7 @@ def test_colour_medmnist_experiment_trains_on_rgb_images(tmp_path, write_medmnis
   """pso_dermamnist on a DermaMNIST-shaped file: 7 classes of RGB 28x28 images, kept RGB."""
   arrays = write_medmnist(tmp_path / 'medmnist' / 'dermamnist.npz', n=(70, 21, 21),
                           shape=(28, 28, 3), num_classes=7)
-  result = _launch('--experiment=pso_dermamnist', '--preset=smoke',
+  result = _launch('--experiment=pso_dermamnist', '--preset=smoke', '--config.search.budget=2',
                    f'--workdir={tmp_path / "run"}', f'--data_dir={tmp_path}')
   assert result.returncode == 0, result.stderr[-5000:]
   with sqlite3.connect(tmp_path / 'run' / 'trials.sqlite') as db:
