@@ -48,9 +48,11 @@ def _grad_cam(module, variables, images: jax.Array, classes: jax.Array) -> jax.A
 
 @functools.cache
 def _jitted_grad_cam():
-  # One compilation instead of dozens of op-by-op ones (seconds on a CPU); built on first
-  # use, as models.saved's, since the compiler options depend on the backend.
-  return jax.jit(_grad_cam, static_argnums=0, compiler_options=compiler.compiler_options())
+  # One compilation instead of dozens of op-by-op ones (seconds on a CPU), optimised as the
+  # one-off it is; built on first use, as models.saved's, since the compiler options depend
+  # on the backend.
+  return jax.jit(_grad_cam, static_argnums=0,
+                 compiler_options=compiler.compiler_options('init'))
 
 
 def pick_examples(labels: np.ndarray, predictions: np.ndarray, num_classes: int,

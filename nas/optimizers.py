@@ -177,7 +177,8 @@ class DepthThenGenes:
     self._num_asked = 0
 
   def _check_a_depth_is_trainable(self) -> None:
-    # Nevergrad redraws an untrainable point without end, so phase one would never ask.
+    # Each ask would cost Nevergrad's ~1000 redraws of an untrainable point times NewNetworks'
+    # 100 asks anew for a network asked before: hours, for half a budget of rejections.
     genes = [self._space.searched[i] for i in self._coordinates]
     depths = [[self._space.coordinate(gene, n) for n in self._space.choices[gene]]
               for gene in genes]
