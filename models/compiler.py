@@ -9,7 +9,8 @@ initialisation needs no optimisation at all. Accelerators keep their defaults.
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import jax
 
@@ -26,3 +27,19 @@ def compiler_options(purpose: str = 'step', cpu_optimization_level: int = 1
     return None
   return {'xla_cpu_experimental_ynn_fusion_type': '',
           'xla_backend_optimization_level': 0 if purpose == 'init' else cpu_optimization_level}
+
+
+def jit_on_first_call(fun: Callable, purpose: str = 'step', **jit_kwargs) -> Callable:
+  """`jax.jit(fun, **jit_kwargs)` with `compiler_options(purpose)`, built at its first call.
+
+  The options depend on the backend, which must not start at import: jax.distributed.initialize
+  and the platform flags come first.
+  """
+  @functools.cache
+  def jitted():
+    return jax.jit(fun, compiler_options=compiler_options(purpose), **jit_kwargs)
+
+  @functools.wraps(fun)
+  def call(*args, **kwargs):
+    return jitted()(*args, **kwargs)
+  return call

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import os
 import signal
@@ -57,7 +56,7 @@ class SavedModel:
 
   def logits(self, images: np.ndarray) -> jax.Array:
     """uint8 images (N, image_size, image_size, channels) -> float32 logits."""
-    return _jitted_apply()(self.module, self.variables, jnp.asarray(images))
+    return _jitted_apply(self.module, self.variables, jnp.asarray(images))
 
   def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Probabilities, (N, classes) or (N, H, W, 1), computed `batch_size` images at a time.
@@ -81,11 +80,7 @@ def _apply(module, variables, images):
   return module.apply(variables, network.preprocess(images), train=False)
 
 
-@functools.cache
-def _jitted_apply():
-  # Built on first use: the compiler options depend on the backend, which must not start
-  # at import (jax.distributed.initialize comes first).
-  return jax.jit(_apply, static_argnums=0, compiler_options=compiler.compiler_options())
+_jitted_apply = compiler.jit_on_first_call(_apply, static_argnums=0)
 
 
 def save(directory: str, genotype: AnyGenotype, variables: Any, class_names: tuple[str, ...],

@@ -7,7 +7,6 @@ and upsamples it to the input. `models.network` exposes that feature map as the
 """
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
@@ -25,8 +24,8 @@ from models.saved import SavedModel
 
 def grad_cam(model: SavedModel, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
   """Heat maps in [0, 1], float32 (N, H, W) at the input size, for `classes` (N,)."""
-  return np.asarray(_jitted_grad_cam()(model.module, model.variables, jnp.asarray(images),
-                                       jnp.asarray(classes)))
+  return np.asarray(_jitted_grad_cam(model.module, model.variables, jnp.asarray(images),
+                                     jnp.asarray(classes)))
 
 
 def _grad_cam(module, variables, images: jax.Array, classes: jax.Array) -> jax.Array:
@@ -46,13 +45,9 @@ def _grad_cam(module, variables, images: jax.Array, classes: jax.Array) -> jax.A
   return jax.image.resize(cam, (len(cam), *images.shape[1:3]), 'bilinear').clip(0, 1)
 
 
-@functools.cache
-def _jitted_grad_cam():
-  # One compilation instead of dozens of op-by-op ones (seconds on a CPU), optimised as the
-  # one-off it is; built on first use, as models.saved's, since the compiler options depend
-  # on the backend.
-  return jax.jit(_grad_cam, static_argnums=0,
-                 compiler_options=compiler.compiler_options('init'))
+# One compilation instead of dozens of op-by-op ones (seconds on a CPU), optimised as the
+# one-off it is.
+_jitted_grad_cam = compiler.jit_on_first_call(_grad_cam, 'init', static_argnums=0)
 
 
 def pick_examples(labels: np.ndarray, predictions: np.ndarray, num_classes: int,

@@ -144,16 +144,13 @@ class Segmentation:
     result = seg_metrics.segmentation_metrics(split.masks, probs)
     # The training loss without smoothing, from the logits that give these probabilities.
     p = np.clip(probs, 1e-7, 1.0 - 1e-7)
-    result['loss'] = float(_jitted_dice_bce_loss()(
+    result['loss'] = float(_jitted_dice_bce_loss(
         np.log(p) - np.log1p(-p), split.masks, self.dice_weight, self.bce_weight))
     return result
 
 
-@functools.cache
-def _jitted_dice_bce_loss():
-  # A whole split's loss: one compiled program per split shape, where op by op it took
-  # seconds; built on first use, since the compiler options depend on the backend.
-  return jax.jit(losses.dice_bce_loss, compiler_options=compiler.compiler_options())
+# A whole split's loss: one compiled program per split shape, where op by op it took seconds.
+_jitted_dice_bce_loss = compiler.jit_on_first_call(losses.dice_bce_loss)
 
 
 # Genotype kind -> the task its network solves.

@@ -1,6 +1,10 @@
 """The CPU formulations of models.cpu_ops, models.onednn and models.layers agree with XLA's
 and Flax's, forward and backward (gradients within 1e-4 relative), and the CPU compiler
 options change no result."""
+import os
+import subprocess
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -144,6 +148,24 @@ def test_compiler_options_are_accepted_and_change_no_result(purpose):
   tuned = jax.jit(step, compiler_options=compiler.compiler_options(purpose))
   for got, want in zip(tuned(x, kernel), jax.jit(step)(x, kernel)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_jit_on_first_call_leaves_the_backend_unstarted_until_called():
+  # jax.distributed.initialize and the platform flags must come before the backend starts,
+  # so importing the modules that hold jitted functions may not start it.
+  script = """
+from jax._src import xla_bridge
+import models.saved, nas.explain, nas.train
+from models import compiler
+double = compiler.jit_on_first_call(lambda x: 2 * x, 'init')
+assert not xla_bridge.backends_are_initialized(), 'started at import'
+assert float(double(1.5)) == 3.0
+assert xla_bridge.backends_are_initialized()
+"""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, '-c', script], cwd=root, capture_output=True,
+                          text=True, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_compiler_options_reject_an_unknown_purpose():
