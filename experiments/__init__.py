@@ -100,6 +100,7 @@ FIELDS_ADDED_LATER = {
     'search.shared_start': False,
     'search.new_networks': False,
     'search.training_seeds': 1,
+    'final.patience': 0,
 }
 
 

@@ -103,8 +103,11 @@ def search_config(experiment: str, preset: str) -> ml_collections.ConfigDict:
   # dedup_test: also score the test images that have no near duplicate in training.
   # checkpoint_every_epochs: orbax checkpoints of each final training, so that a killed run
   # loses at most this many epochs of a network that may train for hours; 0 = none.
+  # patience: the final trainings' own early stopping on the validation metric (train.patience
+  # is the search's): stop after this many epochs without a better one and test the best
+  # epoch; epochs or more keeps the best epoch without stopping; 0 tests the last epoch.
   c.final = ml_collections.ConfigDict(dict(top_k=3, seeds=3, epochs=10, dedup_test=False,
-                                           checkpoint_every_epochs=1))
+                                           checkpoint_every_epochs=1, patience=0))
 
   # Where candidates train: local | process | dask | slurm (see nas/executors.py).
   c.executor = ml_collections.ConfigDict(dict(

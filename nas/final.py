@@ -71,6 +71,7 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
   num_classes = len(splits.class_names)
   train_cfg = config.train.copy_and_resolve_references()
   train_cfg.checkpoint_every_epochs = config.final.get('checkpoint_every_epochs', 0)
+  train_cfg.patience = config.final.get('patience', 0)
   for rank, trial in enumerate(top, start=1):
     genotype = genotype_lib.from_json(trial.genotype)
     for offset in range(config.final.seeds):
@@ -104,7 +105,7 @@ def run_final(config: ml_collections.ConfigDict, data: datasets.Spec, store: Tri
                   val_metrics=trained.result.metrics)
       store.add_final(records.FinalResult(
           genotype_hash=genotype.hash, genotype=trial.genotype,
-          description=trial.description, seed=seed, epochs=config.final.epochs,
+          description=trial.description, seed=seed, epochs=trained.result.epochs_run,
           val_metrics=trained.result.metrics, test_metrics=test_metrics,
           params=trial.params, flops=trial.flops,
           train_seconds=trained.result.train_seconds, checkpoint=checkpoint))

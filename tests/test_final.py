@@ -8,11 +8,14 @@ import pytest
 
 import datasets
 import models
+from datasets import augment as augment_lib
 from datasets import pipeline
+from models import genotype as genotype_lib
 from nas import final
 from nas import metrics
 from nas import records
 from nas import report
+from nas import train as train_lib
 from nas.store import TrialStore
 
 
@@ -96,6 +99,25 @@ def test_a_final_training_killed_mid_way_resumes_from_its_checkpoint(two_seeds, 
     for metric in ('accuracy', 'auc', 'loss'):
       assert getattr(resumed, split)[metric] == pytest.approx(getattr(unbroken, split)[metric])
   assert not (workdir / 'checkpoints' / 'final' / f'{resumed.genotype_hash}-seed0').exists()
+
+
+def test_final_patience_tests_the_best_validation_epoch_not_the_last(two_seeds, tmp_path):
+  data, epochs = two_seeds[2], 6
+  config = _final_of_three_epochs(two_seeds, tmp_path / 'run')
+  config.final.update(epochs=epochs, patience=epochs, checkpoint_every_epochs=0)
+  with TrialStore(str(tmp_path / 'run')) as store:
+    (kept,) = final.run_final(config, data, store, str(tmp_path / 'run'))
+    winner = final.ranking(store.trials())[0]
+  splits, metric = data.load(), config.search.metric
+  last_epoch = train_lib.train_and_evaluate(  # the same training, tested at its last epoch
+      genotype_lib.from_json(winner.genotype), splits.train, splits.val,
+      len(splits.class_names), epochs, kept.seed, config.train,
+      augment_lib.AugmentConfig(**config.augment), metric).result
+  per_epoch = [epoch[metric] for epoch in last_epoch.history]
+  assert per_epoch[-1] < max(per_epoch), per_epoch  # else the two could not be told apart
+  assert kept.val_metrics[metric] == pytest.approx(max(per_epoch))
+  assert last_epoch.metrics[metric] == pytest.approx(per_epoch[-1])
+  assert kept.epochs == epochs  # patience of `epochs` never stops early
 
 
 def test_the_report_shows_the_winners_ensemble(two_seeds):
