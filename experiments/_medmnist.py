@@ -8,6 +8,7 @@ below; full-preset winners are retrained for 100 epochs, the paper's ResNet sche
 final network is tested at its last epoch, as the paper's ResNets were: its script
 (MedMNIST/experiments, MedMNIST2D/train_and_eval_pytorch.py) means to keep the epoch of best
 validation AUC, but its `best_model` names the live model, so the last epoch is tested.
+`--config.final.patience=<final epochs>` tests the best validation epoch instead, as meant.
 """
 import ml_collections
 

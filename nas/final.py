@@ -3,6 +3,7 @@
 This is the only code that receives the test split. Each (genotype, seed) is tested exactly
 once and stored; a resumed final stage skips the pairs already in the store and continues
 a training it was killed in from its last checkpoint (`final.checkpoint_every_epochs`).
+Each network is tested at its last epoch, or with `final.patience` at its best validation one.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The final stage's ensembles: a genotype's retrained seeds tested together, once."""
+"""The final stage: a genotype's retrained seeds tested together, once; a killed final
+training resumed; the epoch that is tested."""
 import json
 import shutil
 
